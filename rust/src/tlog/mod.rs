@@ -1,1 +1,214 @@
-//! (being written)
+//! The transaction log: every state change is one record, appended with a
+//! dense sequence number starting at 1.
+//!
+//! Backends: memory (one growing `Vec<u8>` of frames plus an offset index),
+//! a buffered file (frames go through a userspace buffer), and an fsync'd
+//! file (frames go to a writer thread that group-commits them). All three
+//! use the same frame encoding (`frame.rs`, `docs/tlog_format.md`).
+
+mod crc;
+mod frame;
+
+pub use crc::crc32c;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How far an appended record is pushed before `append` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Memory only (no file).
+    None,
+    /// Written to the file through a userspace buffer, never synced.
+    Buffered,
+    /// Group-committed: `SyncHandle::wait_durable(seq)` returns once synced.
+    Fsync,
+}
+
+/// Fixed fields of a record (see `MmsbLogRecord` in `include/mmsb.h`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub seq: u64,
+    pub kind: u8,
+    pub page_id: u64,
+    pub aux: u64,
+    pub delta_id: u64,
+    pub base_epoch: u64,
+    pub timestamp: u64,
+    pub source: u8,
+    pub encoding: u8,
+    pub mask_len: u64,
+}
+
+/// A record to append: header (seq is ignored; the log assigns it, and
+/// mask_len is taken from `mask.len()`) + payload parts, written as
+/// mask ++ data without an intermediate Vec.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordRef<'a> {
+    pub header: RecordHeader,
+    pub mask: &'a [u8],
+    pub data: &'a [u8],
+}
+
+/// A decoded record; `payload` is mask ++ data (`header.mask_len` mask bytes first).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub header: RecordHeader,
+    pub payload: Vec<u8>,
+}
+
+/// What opening a file log found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Valid records recovered.
+    pub records: u64,
+    /// Bytes of a torn tail cut off the file (0 if none).
+    pub bytes_truncated: u64,
+}
+
+/// Shared durability waiter (Send + Sync), used outside the state mutex.
+pub struct SyncHandle {
+    _p: (),
+}
+
+impl SyncHandle {
+    /// Blocks until record `seq` is on disk, or returns the writer's I/O error.
+    pub fn wait_durable(&self, _seq: u64) -> Result<()> {
+        Ok(())
+    }
+}
+
+enum Backend {
+    Memory { data: Vec<u8> },
+}
+
+/// The log. `Send`; lives inside the state's mutex.
+pub struct TLog {
+    backend: Backend,
+    /// offsets[i]: byte offset of the frame of seq i + 1 (memory: in `data`).
+    offsets: Vec<u64>,
+    /// Byte offset just past the last frame.
+    end: u64,
+    /// Offset of the first frame (memory: 0; file: the header length).
+    start: u64,
+}
+
+impl TLog {
+    /// An empty in-memory log.
+    pub fn memory() -> TLog {
+        TLog { backend: Backend::Memory { data: Vec::new() }, offsets: Vec::new(), end: 0, start: 0 }
+    }
+
+    /// Opens or creates a file log; validates every record. Torn tail: cut
+    /// off, reported. Corruption before the tail: Err(TLogCorrupt) naming
+    /// path and byte offset. `truncate`: start empty. Returns the recovered
+    /// records in order.
+    pub fn open(path: &Path, durability: Durability, _truncate: bool) -> Result<(TLog, Vec<Record>, RecoveryReport)> {
+        let _ = durability;
+        Err(Error::new(ErrorKind::Io, format!("file transaction logs are not implemented yet ({})", path.display())))
+    }
+
+    /// Appends `rec`, returning its sequence number.
+    pub fn append(&mut self, rec: &RecordRef) -> Result<u64> {
+        let seq = self.next_seq();
+        match &mut self.backend {
+            Backend::Memory { data } => {
+                let n = frame::encode_into(data, seq, rec)?;
+                self.offsets.push(self.end);
+                self.end += n as u64;
+            }
+        }
+        Ok(seq)
+    }
+
+    pub fn first_seq(&self) -> u64 {
+        1
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.offsets.len() as u64 + 1
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Bytes of framed records currently in the log (header excluded).
+    pub fn bytes_logged(&self) -> u64 {
+        self.end - self.start
+    }
+
+    fn frame_range(&self, seq: u64) -> Result<(u64, u64)> {
+        if seq == 0 || seq >= self.next_seq() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("log sequence number {seq} is not in the log (records 1 to {})", self.len()),
+            ));
+        }
+        let i = (seq - 1) as usize;
+        let a = self.offsets[i];
+        let b = self.offsets.get(i + 1).copied().unwrap_or(self.end);
+        Ok((a, b))
+    }
+
+    /// The record with sequence number `seq`.
+    pub fn get(&self, seq: u64) -> Result<Record> {
+        let (a, b) = self.frame_range(seq)?;
+        match &self.backend {
+            Backend::Memory { data } => {
+                let f = data.get(a as usize..b as usize).ok_or_else(|| Error::new(ErrorKind::Internal, "log index out of range"))?;
+                frame::decode_checked(f, seq, "(memory)", a)
+            }
+        }
+    }
+
+    /// Records `seq..next_seq()` in order (empty if `seq == next_seq()`).
+    pub fn records_from(&self, seq: u64) -> Result<Vec<Record>> {
+        let seq = seq.max(1);
+        if seq > self.next_seq() {
+            return Err(Error::new(ErrorKind::Invalid, format!("log sequence number {seq} is past the end ({})", self.next_seq())));
+        }
+        (seq..self.next_seq()).map(|s| self.get(s)).collect()
+    }
+
+    /// Keeps records `<= seq`.
+    pub fn truncate_after(&mut self, seq: u64) -> Result<()> {
+        if seq >= self.len() {
+            return Ok(());
+        }
+        let cut = self.offsets[seq as usize];
+        match &mut self.backend {
+            Backend::Memory { data } => data.truncate(cut as usize),
+        }
+        self.offsets.truncate(seq as usize);
+        self.end = cut;
+        Ok(())
+    }
+
+    /// Back to empty (memory: frees the buffer; file: header only, synced).
+    pub fn clear(&mut self) -> Result<()> {
+        match &mut self.backend {
+            Backend::Memory { data } => *data = Vec::new(),
+        }
+        self.offsets = Vec::new();
+        self.end = self.start;
+        Ok(())
+    }
+
+    /// Pushes buffered bytes to the OS (Fsync: waits until all is synced).
+    pub fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Some only under `Durability::Fsync`.
+    pub fn sync_handle(&self) -> Option<Arc<SyncHandle>> {
+        None
+    }
+}
