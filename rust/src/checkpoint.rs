@@ -2,6 +2,7 @@
 //! recompute registrations, written atomically (temp file, fsync, rename,
 //! directory fsync). Format: `docs/tlog_format.md`.
 
+use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -37,12 +38,223 @@ pub struct Snapshot {
     pub signatures: Vec<(u64, Vec<(u64, u64)>)>,
 }
 
-/// Writes `snap` to `path` atomically.
-pub fn write(path: &Path, _snap: &Snapshot) -> Result<()> {
-    Err(Error::new(ErrorKind::Checkpoint, format!("checkpoint {}: not implemented yet", path.display())))
+const MAGIC: [u8; 8] = *b"MMSBCKPT";
+const VERSION: u32 = 1;
+/// magic(8) version(4) flags(4) body_len(8) body_crc(4) header_crc(4)
+const HEADER_LEN: usize = 32;
+
+fn put(b: &mut Vec<u8>, v: u64) {
+    b.extend_from_slice(&v.to_le_bytes());
 }
 
-/// Reads and validates a checkpoint.
+fn encode_body(snap: &Snapshot, path: &str) -> Result<Vec<u8>> {
+    let bytes_total: usize = snap.pages.iter().map(|p| p.bytes.len() + 48 + 8 * p.parents.len()).sum();
+    let mut b = Vec::with_capacity(64 + bytes_total + 24 * snap.edges.len());
+    for v in [snap.next_page_id, snap.next_delta_id, snap.clock, snap.log_seq] {
+        put(&mut b, v);
+    }
+    put(&mut b, snap.pages.len() as u64);
+    for p in &snap.pages {
+        if p.bytes.len() as u64 != p.size {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("checkpoint {path}: page {} has size {} but {} bytes", p.id, p.size, p.bytes.len()),
+            ));
+        }
+        put(&mut b, p.id);
+        put(&mut b, p.size);
+        put(&mut b, p.epoch);
+        b.extend_from_slice(&[p.location, p.recompute, 0, 0, 0, 0, 0, 0]);
+        put(&mut b, p.parents.len() as u64);
+        for &q in &p.parents {
+            put(&mut b, q);
+        }
+        b.extend_from_slice(&p.bytes);
+    }
+    put(&mut b, snap.edges.len() as u64);
+    for &(parent, child, kind) in &snap.edges {
+        put(&mut b, parent);
+        put(&mut b, child);
+        put(&mut b, u64::from(kind));
+    }
+    put(&mut b, snap.signatures.len() as u64);
+    for (page, sig) in &snap.signatures {
+        put(&mut b, *page);
+        put(&mut b, sig.len() as u64);
+        for &(q, e) in sig {
+            put(&mut b, q);
+            put(&mut b, e);
+        }
+    }
+    Ok(b)
+}
+
+fn io(path: &str, what: &str, e: std::io::Error) -> Error {
+    Error::new(ErrorKind::Io, format!("checkpoint {path}: {what}: {e}"))
+}
+
+/// Writes `snap` to `path` atomically: `path.tmp`, fsync, rename, fsync the
+/// directory. On error `path` is untouched (the temp file is removed).
+pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
+    let p = path.display().to_string();
+    let body = encode_body(snap, &p)?;
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    h[24..28].copy_from_slice(&crate::tlog::crc32c(&body).to_le_bytes());
+    let hc = crate::tlog::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&hc.to_le_bytes());
+
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let res = (|| -> Result<()> {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&p, "create temp file", e))?;
+        f.write_all(&h).and_then(|_| f.write_all(&body)).map_err(|e| io(&p, "write", e))?;
+        f.sync_all().map_err(|e| io(&p, "sync", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io(&p, "rename", e))?;
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io(&p, "sync directory", e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Bounds-checked reader over the body.
+struct Cur<'a> {
+    b: &'a [u8],
+    off: usize,
+    path: &'a str,
+}
+
+impl<'a> Cur<'a> {
+    fn bad(&self, why: impl std::fmt::Display) -> Error {
+        bad(self.path, format!("{why} (body offset {})", self.off))
+    }
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.off.checked_add(n).filter(|&e| e <= self.b.len());
+        match end {
+            Some(e) => {
+                let s = &self.b[self.off..e];
+                self.off = e;
+                Ok(s)
+            }
+            None => Err(self.bad(format!("truncated {what}"))),
+        }
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        let s = self.take(8, what)?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(s);
+        Ok(u64::from_le_bytes(w))
+    }
+    /// A count of items of at least `min` bytes each, checked against what is left.
+    fn count(&mut self, min: usize, what: &str) -> Result<usize> {
+        let n = self.u64(what)?;
+        let left = (self.b.len() - self.off) as u64;
+        if n > left / min as u64 {
+            return Err(self.bad(format!("{what} count {n} exceeds the remaining {left} bytes")));
+        }
+        Ok(n as usize)
+    }
+}
+
+fn bad(path: &str, why: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Checkpoint, format!("checkpoint {path}: {why}"))
+}
+
+/// Reads and validates a checkpoint. Any bad or missing byte gives
+/// `Err(Checkpoint)` naming the path and the problem; never panics.
 pub fn read(path: &Path) -> Result<Snapshot> {
-    Err(Error::new(ErrorKind::Checkpoint, format!("checkpoint {}: not implemented yet", path.display())))
+    let p = path.display().to_string();
+    let all = std::fs::read(path).map_err(|e| bad(&p, format!("cannot read: {e}")))?;
+    decode(&all, &p)
+}
+
+fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
+    if all.len() < HEADER_LEN {
+        return Err(bad(p, format!("file is {} bytes, shorter than the {HEADER_LEN}-byte header", all.len())));
+    }
+    let (h, body) = all.split_at(HEADER_LEN);
+    if h[0..8] != MAGIC {
+        return Err(bad(p, "not an MMSB checkpoint (wrong magic)"));
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([h[o], h[o + 1], h[o + 2], h[o + 3]]);
+    if crate::tlog::crc32c(&h[0..28]) != u32_at(28) {
+        return Err(bad(p, "header CRC32C mismatch"));
+    }
+    if u32_at(8) != VERSION {
+        return Err(bad(p, format!("unsupported format version {} (this build reads {VERSION})", u32_at(8))));
+    }
+    if u32_at(12) != 0 {
+        return Err(bad(p, format!("unsupported flags {:#x}", u32_at(12))));
+    }
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&h[16..24]);
+    let body_len = u64::from_le_bytes(w);
+    if body_len != body.len() as u64 {
+        return Err(bad(p, format!("body is {} bytes, header says {body_len} (truncated or extended file)", body.len())));
+    }
+    if crate::tlog::crc32c(body) != u32_at(24) {
+        return Err(bad(p, "body CRC32C mismatch"));
+    }
+    let mut c = Cur { b: body, off: 0, path: p };
+    let mut s = Snapshot {
+        next_page_id: c.u64("next page id")?,
+        next_delta_id: c.u64("next delta id")?,
+        clock: c.u64("clock")?,
+        log_seq: c.u64("log position")?,
+        ..Default::default()
+    };
+    let n = c.count(40, "page")?;
+    s.pages.reserve(n);
+    for _ in 0..n {
+        let id = c.u64("page id")?;
+        let size = c.u64("page size")?;
+        let epoch = c.u64("page epoch")?;
+        let f = c.take(8, "page flags")?;
+        let (location, recompute) = (f[0], f[1]);
+        if f[2..] != [0u8; 6] {
+            return Err(c.bad(format!("page {id}: reserved bytes are not zero")));
+        }
+        let np = c.count(8, "recompute parent")?;
+        let mut parents = Vec::with_capacity(np);
+        for _ in 0..np {
+            parents.push(c.u64("recompute parent")?);
+        }
+        let size_us = usize::try_from(size).map_err(|_| c.bad(format!("page {id}: size {size} too large")))?;
+        let bytes = c.take(size_us, "page bytes")?.to_vec();
+        s.pages.push(SnapPage { id, size, epoch, location, recompute, parents, bytes });
+    }
+    let n = c.count(24, "edge")?;
+    s.edges.reserve(n);
+    for _ in 0..n {
+        let parent = c.u64("edge parent")?;
+        let child = c.u64("edge child")?;
+        let kind = c.u64("edge kind")?;
+        let kind = u8::try_from(kind).map_err(|_| c.bad(format!("edge {parent}->{child}: kind {kind} out of range")))?;
+        s.edges.push((parent, child, kind));
+    }
+    let n = c.count(16, "signature")?;
+    s.signatures.reserve(n);
+    for _ in 0..n {
+        let page = c.u64("signature page")?;
+        let m = c.count(16, "signature entry")?;
+        let mut v = Vec::with_capacity(m);
+        for _ in 0..m {
+            v.push((c.u64("signature parent")?, c.u64("signature epoch")?));
+        }
+        s.signatures.push((page, v));
+    }
+    if c.off != body.len() {
+        return Err(c.bad(format!("{} trailing bytes", body.len() - c.off)));
+    }
+    Ok(s)
 }

@@ -102,7 +102,9 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
 pub enum Bad {
     /// Fewer bytes than the frame needs (header or declared length).
     Short,
-    /// Structurally invalid: a length, kind or mask length that cannot be.
+    /// The length field is below the minimum (checked before the CRC).
+    BadLen(u32),
+    /// CRC fine, but a kind, reserved byte or mask length that cannot be.
     Invalid(String),
     /// The CRC does not match.
     Crc,
@@ -118,9 +120,9 @@ pub fn check(b: &[u8], expected_seq: Option<u64>) -> std::result::Result<(usize,
     }
     let len = u32_at(b, 0);
     if len < MIN_LEN {
-        return Err(Bad::Invalid(format!("frame length {len} is below the minimum {MIN_LEN}")));
+        return Err(Bad::BadLen(len));
     }
-    let total = 8usize.checked_add(len as usize).ok_or(Bad::Invalid("frame length overflows".into()))?;
+    let total = 8usize.checked_add(len as usize).ok_or(Bad::BadLen(len))?;
     if b.len() < total {
         return Err(Bad::Short);
     }
@@ -180,6 +182,7 @@ pub fn decode_checked(f: &[u8], seq: u64, what: &str, off: u64) -> Result<Record
 pub fn describe(b: &Bad, expected: u64) -> String {
     match b {
         Bad::Short => "incomplete frame".into(),
+        Bad::BadLen(n) => format!("frame length {n} is below the minimum {MIN_LEN}"),
         Bad::Invalid(s) => s.clone(),
         Bad::Crc => "CRC32C mismatch".into(),
         Bad::Seq(s) => format!("sequence number {s}, expected {expected}"),

@@ -7,9 +7,12 @@
 //! use the same frame encoding (`frame.rs`, `docs/tlog_format.md`).
 
 mod crc;
+mod file;
 mod frame;
+mod sync;
 
 pub use crc::crc32c;
+pub use sync::SyncHandle;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -68,20 +71,10 @@ pub struct RecoveryReport {
     pub bytes_truncated: u64,
 }
 
-/// Shared durability waiter (Send + Sync), used outside the state mutex.
-pub struct SyncHandle {
-    _p: (),
-}
-
-impl SyncHandle {
-    /// Blocks until record `seq` is on disk, or returns the writer's I/O error.
-    pub fn wait_durable(&self, _seq: u64) -> Result<()> {
-        Ok(())
-    }
-}
-
 enum Backend {
     Memory { data: Vec<u8> },
+    Buffered(file::BufferedFile),
+    Fsync(sync::SyncFile),
 }
 
 /// The log. `Send`; lives inside the state's mutex.
@@ -105,9 +98,19 @@ impl TLog {
     /// off, reported. Corruption before the tail: Err(TLogCorrupt) naming
     /// path and byte offset. `truncate`: start empty. Returns the recovered
     /// records in order.
-    pub fn open(path: &Path, durability: Durability, _truncate: bool) -> Result<(TLog, Vec<Record>, RecoveryReport)> {
-        let _ = durability;
-        Err(Error::new(ErrorKind::Io, format!("file transaction logs are not implemented yet ({})", path.display())))
+    pub fn open(path: &Path, durability: Durability, truncate: bool) -> Result<(TLog, Vec<Record>, RecoveryReport)> {
+        let p = path.display().to_string();
+        if durability == Durability::None {
+            return Err(Error::new(ErrorKind::Invalid, format!("transaction log {p}: durability None means an in-memory log, with no path")));
+        }
+        let (f, scan, cut) = file::open_file(path, truncate)?;
+        let n = scan.offsets.len() as u64;
+        let backend = match durability {
+            Durability::Fsync => Backend::Fsync(sync::SyncFile::new(f, p, n)?),
+            _ => Backend::Buffered(file::BufferedFile::new(f, p, scan.end)),
+        };
+        let log = TLog { backend, offsets: scan.offsets, end: scan.end, start: file::HEADER_LEN };
+        Ok((log, scan.records, RecoveryReport { records: n, bytes_truncated: cut }))
     }
 
     /// Appends `rec`, returning its sequence number.
@@ -116,6 +119,16 @@ impl TLog {
         match &mut self.backend {
             Backend::Memory { data } => {
                 let n = frame::encode_into(data, seq, rec)?;
+                self.offsets.push(self.end);
+                self.end += n as u64;
+            }
+            Backend::Buffered(f) => {
+                let n = f.append(seq, rec)?;
+                self.offsets.push(self.end);
+                self.end += n as u64;
+            }
+            Backend::Fsync(f) => {
+                let n = f.append(seq, self.end, rec)?;
                 self.offsets.push(self.end);
                 self.end += n as u64;
             }
@@ -166,6 +179,11 @@ impl TLog {
                 let f = data.get(a as usize..b as usize).ok_or_else(|| Error::new(ErrorKind::Internal, "log index out of range"))?;
                 frame::decode_checked(f, seq, "(memory)", a)
             }
+            Backend::Buffered(f) => f.read(seq, a, b),
+            Backend::Fsync(f) => {
+                f.handle().wait_durable(seq)?;
+                file::read_frame(&f.file, &f.path, seq, a, b)
+            }
         }
     }
 
@@ -186,6 +204,8 @@ impl TLog {
         let cut = self.offsets[seq as usize];
         match &mut self.backend {
             Backend::Memory { data } => data.truncate(cut as usize),
+            Backend::Buffered(f) => f.truncate(cut)?,
+            Backend::Fsync(f) => f.truncate(cut, seq)?,
         }
         self.offsets.truncate(seq as usize);
         self.end = cut;
@@ -196,6 +216,8 @@ impl TLog {
     pub fn clear(&mut self) -> Result<()> {
         match &mut self.backend {
             Backend::Memory { data } => *data = Vec::new(),
+            Backend::Buffered(f) => f.truncate(self.start)?,
+            Backend::Fsync(f) => f.truncate(self.start, 0)?,
         }
         self.offsets = Vec::new();
         self.end = self.start;
@@ -204,11 +226,27 @@ impl TLog {
 
     /// Pushes buffered bytes to the OS (Fsync: waits until all is synced).
     pub fn flush(&mut self) -> Result<()> {
-        Ok(())
+        match &mut self.backend {
+            Backend::Memory { .. } => Ok(()),
+            Backend::Buffered(f) => f.flush(),
+            Backend::Fsync(f) => f.barrier(),
+        }
     }
 
     /// Some only under `Durability::Fsync`.
     pub fn sync_handle(&self) -> Option<Arc<SyncHandle>> {
-        None
+        match &self.backend {
+            Backend::Fsync(f) => Some(f.handle()),
+            _ => None,
+        }
+    }
+
+    /// Memory, Buffered or Fsync.
+    pub fn durability(&self) -> Durability {
+        match &self.backend {
+            Backend::Memory { .. } => Durability::None,
+            Backend::Buffered(_) => Durability::Buffered,
+            Backend::Fsync(_) => Durability::Fsync,
+        }
     }
 }
