@@ -258,3 +258,94 @@ fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
     }
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            next_page_id: 4,
+            next_delta_id: 9,
+            clock: 17,
+            log_seq: 12,
+            pages: vec![
+                SnapPage { id: 1, size: 5, epoch: 3, location: 0, recompute: 0, parents: vec![], bytes: vec![1, 2, 3, 4, 5] },
+                SnapPage { id: 2, size: 0, epoch: 0, location: 1, recompute: 1, parents: vec![1], bytes: vec![] },
+                SnapPage { id: 3, size: 3, epoch: 7, location: 0, recompute: 2, parents: vec![1, 2], bytes: vec![9, 8, 7] },
+            ],
+            edges: vec![(1, 2, 0), (1, 3, 1), (2, 3, 0)],
+            signatures: vec![(3, vec![(1, 3), (2, 0)])],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_atomic_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        write(&p, &Snapshot::default()).unwrap();
+        assert_eq!(read(&p).unwrap(), Snapshot::default());
+        write(&p, &snap()).unwrap();
+        assert_eq!(read(&p).unwrap(), snap());
+        assert!(!dir.path().join("c.ckpt.tmp").exists());
+        let mut bad = snap();
+        bad.pages[0].size = 6;
+        assert_eq!(write(&p, &bad).unwrap_err().kind, ErrorKind::Invalid);
+        assert_eq!(read(&p).unwrap(), snap(), "a failed write leaves the old checkpoint");
+        let e = read(&dir.path().join("missing")).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Checkpoint);
+        assert!(e.msg.contains("missing"));
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        write(&p, &snap()).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        let name = p.display().to_string();
+        let check = |b: &[u8]| match decode(b, &name) {
+            Ok(s) => assert_eq!(s, snap(), "wrong data accepted"),
+            Err(e) => {
+                assert_eq!(e.kind, ErrorKind::Checkpoint);
+                assert!(e.msg.contains(&name));
+            }
+        };
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n], &name).is_err(), "truncation at {n} accepted");
+            check(&bytes[..n]);
+        }
+        for i in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut b = bytes.clone();
+                b[i] ^= 1 << bit;
+                assert!(decode(&b, &name).is_err(), "flip at {i} accepted");
+                check(&b);
+            }
+        }
+        let mut b = bytes.clone();
+        b.push(0);
+        assert!(decode(&b, &name).is_err());
+        // also through the file path
+        std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(read(&p).unwrap_err().kind, ErrorKind::Checkpoint);
+    }
+
+    #[test]
+    fn absurd_counts_with_valid_crc_do_not_allocate_or_panic() {
+        // A body whose CRC is right but whose page count is huge.
+        let mut body = vec![0u8; 32];
+        body.extend_from_slice(&u64::MAX.to_le_bytes());
+        let mut h = [0u8; HEADER_LEN];
+        h[0..8].copy_from_slice(&MAGIC);
+        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+        h[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        h[24..28].copy_from_slice(&crate::tlog::crc32c(&body).to_le_bytes());
+        let hc = crate::tlog::crc32c(&h[0..28]);
+        h[28..32].copy_from_slice(&hc.to_le_bytes());
+        let all = [&h[..], &body[..]].concat();
+        let e = decode(&all, "x").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Checkpoint);
+        assert!(e.msg.contains("page count"), "{}", e.msg);
+    }
+}

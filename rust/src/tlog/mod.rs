@@ -250,3 +250,6 @@ impl TLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
