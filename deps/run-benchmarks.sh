@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Sets up (deps/setup.sh) and runs the benchmark suite; arguments select
+# categories (see benchmark/benchmarks.jl). Results: benchmark/results/latest.json.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash deps/setup.sh
+JULIA_NUM_THREADS=${JULIA_NUM_THREADS:-2} deps/julia --project=. benchmark/benchmarks.jl "$@"

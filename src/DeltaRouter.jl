@@ -1,0 +1,58 @@
+# Applying caller-built deltas: one at a time, or a batch with one
+# propagation cycle (sequential or parallel, with identical results).
+
+"""
+    route_delta!(state, delta; propagate = true) -> Page
+
+Apply `delta`. Only bytes that really change count: a delta that changes
+nothing logs nothing and leaves the epoch alone. A delta whose base epoch is
+older than the page's epoch is applied (last writer wins) unless the state has
+`strict_epochs = true`, which raises `StaleDeltaError` and changes nothing.
+With `propagate`, dependents are brought up to date.
+
+Throws `PageNotFoundError`, `StaleDeltaError`, `DimensionMismatch` (the
+page's size changed), `RecomputeError`, `StateClosedError`.
+"""
+function route_delta!(st::MMSBState, d::Delta; propagate::Bool = true)
+    h = handle(st)
+    st.in_recompute && throw(ArgumentError("recompute functions must not write to the state (route_delta! on page $(d.page_id))"))
+    desc, bufs = native_delta(d)
+    lock(st.lock)
+    try
+        r = GC.@preserve bufs delta_route(h, desc, propagate ? WRITE_PROPAGATE : UInt32(0))
+        finish_write!(st, r.prop_status, r.pending_page)
+    finally
+        unlock(st.lock)
+    end
+    return Page(st, d.page_id)
+end
+
+"""
+    batch_route_deltas!(state, deltas; propagate = true, parallel = state.config.parallel) -> Int
+
+Apply many deltas, then run one propagation over every changed page. Deltas
+are grouped by page (ascending id), and within a page applied by base epoch,
+then delta id. All are validated before any is applied: on an error nothing
+changes. With `parallel = true` pages are applied on native worker threads;
+bytes, epochs, ids, log order and events are identical to the sequential
+result. Returns the number of deltas that changed bytes.
+"""
+function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propagate::Bool = true,
+                             parallel::Bool = st.config.parallel)
+    h = handle(st)
+    st.in_recompute && throw(ArgumentError("recompute functions must not write to the state (batch_route_deltas!)"))
+    descs = Vector{CDeltaDesc}(undef, length(deltas))
+    keep = Vector{Any}(undef, length(deltas))
+    for (i, d) in enumerate(deltas)
+        descs[i], keep[i] = native_delta(d)
+    end
+    flags = (propagate ? WRITE_PROPAGATE : UInt32(0)) | (parallel ? WRITE_PARALLEL : UInt32(0))
+    lock(st.lock)
+    try
+        r = GC.@preserve keep delta_route_batch(h, descs, flags)
+        finish_write!(st, r.prop_status, r.pending_page)
+        return Int(r.applied)
+    finally
+        unlock(st.lock)
+    end
+end

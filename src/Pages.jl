@@ -1,0 +1,175 @@
+# Pages: create, delete, look up, read, write.
+
+"""
+    Page
+
+A reference to a page of a state. Properties: `id::UInt64`, `size::Int`,
+`location::Symbol` (`:cpu` or `:gpu`: where it really lives) and `epoch::UInt64`
+(read from the state each time). A `Page` of a deleted page throws
+`PageNotFoundError` when its properties are read.
+"""
+struct Page
+    state::MMSBState
+    id::UInt64
+end
+
+function Base.getproperty(p::Page, name::Symbol)
+    name === :id && return getfield(p, :id)
+    name === :state && return getfield(p, :state)
+    info = page_info(handle(getfield(p, :state)), getfield(p, :id))
+    name === :size && return Int(info.size)
+    name === :epoch && return info.epoch
+    name === :location && return location_symbol(info.location)
+    throw(ArgumentError("Page has no property $name (it has id, size, location, epoch)"))
+end
+Base.propertynames(::Page) = (:id, :size, :location, :epoch)
+Base.:(==)(a::Page, b::Page) = getfield(a, :state) === getfield(b, :state) && getfield(a, :id) == getfield(b, :id)
+Base.hash(p::Page, h::UInt) = hash(getfield(p, :id), hash(objectid(getfield(p, :state)), h))
+
+location_symbol(l::UInt8) = l == LOC_GPU ? :gpu : :cpu
+
+function location_code(location::Symbol)
+    location === :cpu && return LOC_CPU
+    location === :gpu && return LOC_GPU
+    throw(ArgumentError("location must be :cpu or :gpu, got :$location"))
+end
+
+page_id(id::Integer) = id >= 1 ? UInt64(id) : throw(ArgumentError("page ids start at 1, got $id"))
+page_id(p::Page) = getfield(p, :id)
+
+"""
+    create_page(state; size, location = :cpu) -> Page
+
+Create a zero-filled page of `size ≥ 1` bytes. `location = :gpu` puts it in
+device memory (if `size ≥ config.gpu_threshold`; smaller requests are placed
+on the CPU, and `page.location` says so).
+
+Throws `ArgumentError` (bad size or location), `GPUUnavailableError`,
+`StateClosedError`.
+
+```julia
+p = create_page(state; size = 4096)
+p.epoch == 0
+```
+"""
+function create_page(st::MMSBState; size::Integer, location::Symbol = :cpu)
+    size >= 1 || throw(ArgumentError("page size must be ≥ 1, got $size"))
+    loc = location_code(location)
+    h = handle(st)
+    info = lock(st.lock) do
+        i = page_create(h, size, loc)
+        after_native_events!(st)
+        i
+    end
+    return Page(st, info.id)
+end
+
+"""
+    delete_page!(state, id; force = false)
+
+Delete a page. Refuses with `ArgumentError` while other pages depend on it,
+unless `force = true`, which also removes its edges. Throws
+`PageNotFoundError` for a missing page.
+"""
+function delete_page!(st::MMSBState, id; force::Bool = false)
+    pid = page_id(id)
+    h = handle(st)
+    lock(st.lock) do
+        page_delete(h, pid, force)
+        delete!(st.recomputes, pid)
+        after_native_events!(st)
+    end
+    return nothing
+end
+
+"""
+    get_page(state, id) -> Union{Page, Nothing}
+
+The page with this id, or `nothing` if there is none.
+"""
+function get_page(st::MMSBState, id::Integer)
+    id >= 1 || return nothing
+    info = page_info_or_nothing(handle(st), UInt64(id))
+    return info === nothing ? nothing : Page(st, UInt64(id))
+end
+
+"""
+    pages(state) -> Vector{Page}
+
+All pages, in ascending id order.
+"""
+pages(st::MMSBState) = [Page(st, id) for id in page_ids(handle(st))]
+
+"""
+    page_epoch(state, id) -> UInt64
+
+The page's content version: 0 at creation, +1 per applied delta that changed
+at least one byte. Throws `PageNotFoundError`.
+"""
+page_epoch(st::MMSBState, id) = page_info(handle(st), page_id(id)).epoch
+
+"""
+    read_page(state, id) -> Vector{UInt8}
+
+A copy of the page's bytes. Throws `PageNotFoundError`, `StateClosedError`.
+"""
+function read_page(st::MMSBState, id)
+    pid = page_id(id)
+    h = handle(st)
+    info = page_info(h, pid)
+    dest = Vector{UInt8}(undef, info.size)
+    page_read(h, pid, dest)
+    return dest
+end
+read_page(p::Page) = read_page(getfield(p, :state), getfield(p, :id))
+
+"""
+    read_page!(dest::Vector{UInt8}, state, id) -> dest
+
+Fill `dest` (whose length must equal the page size, else `DimensionMismatch`)
+with the page's bytes, without allocating.
+"""
+function read_page!(dest::Vector{UInt8}, st::MMSBState, id)
+    page_read(handle(st), page_id(id), dest)
+    return dest
+end
+
+"""
+    update_page(state, id, bytes) -> Page
+
+Write a whole page. The new bytes are diffed against the current ones once,
+natively; if nothing changed, nothing happens (no delta, no log record, no
+event, epoch unchanged). Otherwise a delta (`source = :api`) is applied, the
+epoch is bumped, the change is logged, events are emitted and the change
+propagates to dependent pages.
+
+Throws `DimensionMismatch` (length ≠ page size), `PageNotFoundError`,
+`StateClosedError`, `RecomputeError` (a dependent's recompute threw; this
+write still happened).
+
+```julia
+update_page(state, p.id, fill(0x01, p.size))
+```
+"""
+function update_page(st::MMSBState, id, bytes::AbstractVector{UInt8})
+    pid = page_id(id)
+    data = bytes isa Vector{UInt8} ? bytes : Vector{UInt8}(bytes)
+    h = handle(st)
+    if st.in_recompute
+        throw(ArgumentError("recompute functions must not write to the state (update_page of page $pid)"))
+    end
+    lock(st.lock)
+    try
+        if st.delivering
+            push!(st.deferred, (pid, copy(data)))
+            return Page(st, pid)
+        end
+        r = page_write(h, pid, data, WRITE_PROPAGATE)
+        finish_write!(st, r.prop_status, r.pending_page)
+    finally
+        unlock(st.lock)
+    end
+    return Page(st, pid)
+end
+update_page(st::MMSBState, id, bytes::AbstractVector) =
+    throw(ArgumentError("update_page needs a vector of UInt8, got $(typeof(bytes))"))

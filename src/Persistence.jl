@@ -1,0 +1,141 @@
+# Checkpoints, replay, the log as data, and the determinism oracle.
+
+"""
+    checkpoint_log!(state, path)
+
+Write a snapshot of the state (pages, epochs, next ids, graph, passthrough
+registrations, log position) to `path` atomically: a temp file, synced, then
+renamed. Closure recomputes are not included: register them again after
+`load_checkpoint!`. Throws `MMSBIOError`, `StateClosedError`.
+"""
+function checkpoint_log!(st::MMSBState, path::AbstractString)
+    h = handle(st)
+    lock(() -> checkpoint_write(h, String(path)), st.lock)
+    return nothing
+end
+
+"""
+    load_checkpoint!(state, path) -> state
+
+Restore a checkpoint into an empty (fresh or `reset!`) state, then replay the
+state's log records that come after the checkpoint. Ids continue exactly where
+they would have. Closure recomputes must be registered again.
+
+Throws `CheckpointError` (missing, truncated, corrupt or foreign file),
+`ArgumentError` (the state is not empty).
+"""
+function load_checkpoint!(st::MMSBState, path::AbstractString)
+    h = handle(st)
+    lock(st.lock) do
+        checkpoint_load(h, String(path))
+        empty!(st.recomputes)
+    end
+    return st
+end
+
+"""
+    replay!(state; upto) -> state
+
+Roll the state back to the log prefix that ends at sequence number `upto`:
+pages, epochs, graph and next ids become what they were right after that
+record, and later records are dropped from the log. Closure recomputes are
+dropped too (register them again).
+"""
+function replay!(st::MMSBState; upto::Integer)
+    upto >= 0 || throw(ArgumentError("upto must be a log sequence number ≥ 0, got $upto"))
+    h = handle(st)
+    lock(st.lock) do
+        replay_native(h, UInt64(upto))
+        empty!(st.recomputes)
+    end
+    return st
+end
+
+"""
+    replay_to_epoch(state, epoch) -> MMSBState
+
+A new in-memory state in which every page is as it was when its epoch was
+`min(epoch, current epoch)`, rebuilt from the log. The original is untouched.
+Stop the result with `mmsb_stop` when done.
+"""
+function replay_to_epoch(st::MMSBState, epoch::Integer)
+    epoch >= 0 || throw(ArgumentError("epoch must be ≥ 0, got $epoch"))
+    h = handle(st)
+    newh = lock(() -> replay_to_epoch_native(h, UInt64(epoch)), st.lock)
+    return MMSBState(newh, MMSBConfig(strict_epochs = st.config.strict_epochs, enable_gpu = st.config.enable_gpu,
+                                      gpu_threshold = st.config.gpu_threshold), CRecoveryInfo(0, 0))
+end
+
+"""
+    TLogEntry
+
+One log record: `seq`, `kind` (`:page_create`, `:page_delete`, `:edge_add`,
+`:edge_remove`, `:recompute_set`, `:delta`), `page_id`, `aux` (size, child or
+recompute kind), `delta_id`, `base_epoch`, `timestamp`, `source`, `encoding`
+(`:dense`/`:sparse` for deltas), `mask` and `data` bytes.
+"""
+struct TLogEntry
+    seq::UInt64
+    kind::Symbol
+    page_id::UInt64
+    aux::UInt64
+    delta_id::UInt64
+    base_epoch::UInt64
+    timestamp::UInt64
+    source::Symbol
+    encoding::Symbol
+    mask::Vector{UInt8}
+    data::Vector{UInt8}
+end
+
+const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta)
+Base.show(io::IO, e::TLogEntry) = print(io, "TLogEntry(#", e.seq, " ", e.kind, " page=", e.page_id,
+                                        e.kind === :delta ? string(" delta=", e.delta_id, " base=", e.base_epoch, " ", e.encoding) : "", ")")
+
+"""
+    tlog_entries(state) -> Vector{TLogEntry}
+
+Every record of the state's log, in order.
+"""
+function tlog_entries(st::MMSBState)
+    h = handle(st)
+    first_seq, next_seq = tlog_len(h)
+    buf = Vector{UInt8}(undef, 4096)
+    out = TLogEntry[]
+    for seq in first_seq:(next_seq-1)
+        hdr, payload = tlog_entry(h, seq, buf)
+        kind = 1 <= hdr.kind <= length(RECORD_KINDS) ? RECORD_KINDS[hdr.kind] : Symbol("kind", hdr.kind)
+        ml = Int(hdr.mask_len)
+        enc = kind === :delta ? (hdr.encoding == ENC_DENSE ? :dense : :sparse) : :none
+        push!(out, TLogEntry(hdr.seq, kind, hdr.page_id, hdr.aux, hdr.delta_id, hdr.base_epoch, hdr.timestamp,
+                             source_symbol(hdr.source), enc, payload[1:ml], payload[ml+1:end]))
+    end
+    return out
+end
+
+"""
+    canonical_snapshot(state)
+
+A plain value, comparable with `==`, holding every page's bytes, epoch, size
+and location, the graph, the passthrough registrations and the next ids: two
+states with equal snapshots are indistinguishable. No wall-clock data.
+"""
+function canonical_snapshot(st::MMSBState)
+    h = handle(st)
+    lock(st.lock) do
+        ids = page_ids(h)
+        pages = Dict{UInt64,Vector{UInt8}}()
+        meta = Dict{UInt64,Tuple{UInt64,UInt64,Symbol,Symbol}}()
+        for id in ids
+            i = page_info(h, id)
+            buf = Vector{UInt8}(undef, i.size)
+            page_read(h, id, buf)
+            pages[id] = buf
+            rc = i.recompute == RECOMPUTE_PASSTHROUGH ? :passthrough : i.recompute == RECOMPUTE_CLOSURE ? :closure : :none
+            meta[id] = (i.size, i.epoch, location_symbol(i.location), rc)
+        end
+        edges = sort!([(e.parent, e.child, e.kind) for e in graph_edges(h)])
+        next_page, next_delta = next_ids(h)
+        (pages = pages, meta = meta, edges = edges, next_page_id = next_page, next_delta_id = next_delta)
+    end
+end

@@ -1,0 +1,206 @@
+# MMSBConfig, MMSBState (the handle wrapper), mmsb_start / mmsb_stop, reset!.
+
+"""
+    MMSBConfig(; strict_epochs=false, enable_gpu=true, gpu_threshold=1<<20,
+               tlog_path=nothing, durability=nothing, truncate=false,
+               parallel=false, threads=0)
+
+Configuration of a state.
+
+- `strict_epochs`: applying a delta whose base epoch is older than its page's
+  epoch raises `StaleDeltaError` instead of "last writer wins".
+- `enable_gpu`, `gpu_threshold`: `:gpu` pages live in device memory when
+  enabled and a device exists; requests below `gpu_threshold` bytes are placed
+  on the CPU.
+- `tlog_path`: `nothing` keeps the transaction log in memory; a path makes it a
+  file, recovered when the state starts (unless `truncate=true`).
+- `durability`: `:none` (memory log; the default without a path),
+  `:buffered` (the default with a path) or `:fsync` (a write returns after its
+  record is on disk).
+- `parallel`, `threads`: default for `batch_route_deltas!`, and its worker
+  thread count (0: one per core).
+
+Throws `ArgumentError` for inconsistent values.
+
+```julia
+cfg = MMSBConfig(tlog_path = "state.tlog", durability = :fsync)
+```
+"""
+struct MMSBConfig
+    strict_epochs::Bool
+    enable_gpu::Bool
+    gpu_threshold::Int
+    tlog_path::Union{Nothing,String}
+    durability::Symbol
+    truncate::Bool
+    parallel::Bool
+    threads::Int
+end
+
+function MMSBConfig(; strict_epochs::Bool = false, enable_gpu::Bool = true,
+                    gpu_threshold::Integer = 1 << 20, tlog_path = nothing,
+                    durability = nothing, truncate::Bool = false,
+                    parallel::Bool = false, threads::Integer = 0)
+    gpu_threshold >= 0 || throw(ArgumentError("gpu_threshold must be ≥ 0, got $gpu_threshold"))
+    threads >= 0 || throw(ArgumentError("threads must be ≥ 0, got $threads"))
+    path = tlog_path === nothing ? nothing : String(tlog_path)
+    path !== nothing && isempty(path) && throw(ArgumentError("tlog_path must not be empty (use nothing for an in-memory log)"))
+    d = durability === nothing ? (path === nothing ? :none : :buffered) : Symbol(durability)
+    d in (:none, :buffered, :fsync) ||
+        throw(ArgumentError("durability must be :none, :buffered or :fsync, got :$d"))
+    path === nothing && d !== :none &&
+        throw(ArgumentError("durability :$d needs a tlog_path (the in-memory log has durability :none)"))
+    path !== nothing && d === :none &&
+        throw(ArgumentError("a file log (tlog_path=$(repr(path))) needs durability :buffered or :fsync"))
+    return MMSBConfig(strict_epochs, enable_gpu, Int(gpu_threshold), path, d, truncate, parallel, Int(threads))
+end
+
+durability_code(d::Symbol) = d === :none ? 0x00 : d === :buffered ? 0x01 : 0x02
+
+"""
+    MMSBState
+
+A running MMSB state: pages, graph, recomputes, subscriptions and the
+transaction log, backed by a native handle. Create with [`mmsb_start`](@ref),
+free with [`mmsb_stop`](@ref) (or let the GC do it). Safe to use from several
+threads.
+"""
+mutable struct MMSBState
+    handle::Ptr{Cvoid}
+    config::MMSBConfig
+    lock::ReentrantLock
+    recomputes::Dict{UInt64,Any}          # page id => Julia recompute function
+    subscriptions::Vector{Any}            # Vector{Subscription}, see EventSystem.jl
+    batch::Any                            # the open EventBatch, or nothing
+    events_on::Bool                       # native event recording enabled
+    delivering::Bool                      # callbacks are running: writes are queued
+    in_recompute::Bool                    # a recompute function is running: writes refused
+    deferred::Vector{Any}                 # writes queued by callbacks
+    event_buf::Vector{CEvent}
+    recovery::NamedTuple{(:records, :bytes_truncated),Tuple{Int,Int}}
+    function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
+        st = new(handle, config, ReentrantLock(), Dict{UInt64,Any}(), Any[], nothing,
+                 false, false, false, Any[], Vector{CEvent}(undef, 256),
+                 (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)))
+        finalizer(free_handle!, st)
+        return st
+    end
+end
+
+function free_handle!(st::MMSBState)
+    h = st.handle
+    if h != C_NULL
+        st.handle = C_NULL
+        state_free(h)
+    end
+    return nothing
+end
+
+"""
+    isopen(state::MMSBState) -> Bool
+
+Whether the state has not been stopped.
+"""
+Base.isopen(st::MMSBState) = st.handle != C_NULL
+
+@noinline throw_closed() = throw(StateClosedError("the MMSB state was stopped (mmsb_stop); start a new one with mmsb_start"))
+
+"The native handle of an open state; throws `StateClosedError` after `mmsb_stop`."
+@inline function handle(st::MMSBState)
+    h = st.handle
+    h == C_NULL && throw_closed()
+    return h
+end
+
+function native_config(cfg::MMSBConfig)
+    path = cfg.tlog_path
+    ptr = path === nothing ? Ptr{UInt8}(C_NULL) : pointer(path)
+    len = path === nothing ? UInt64(0) : UInt64(sizeof(path))
+    return CConfig(ABI_VERSION, cfg.strict_epochs, cfg.enable_gpu, durability_code(cfg.durability),
+                   cfg.truncate, UInt64(cfg.gpu_threshold), ptr, len, UInt32(cfg.threads), 0)
+end
+
+"""
+    mmsb_start(; config = MMSBConfig()) -> MMSBState
+    mmsb_start(config::MMSBConfig) -> MMSBState
+
+Start a state. With `config.tlog_path` naming an existing log, the state it
+records is recovered (replayed) before this returns; a torn last record is cut
+off and reported with a warning (see `state.recovery`).
+
+Throws `TLogCorruptError` (corruption before the tail), `MMSBIOError`,
+`ArgumentError`.
+
+```julia
+state = mmsb_start()
+page = create_page(state; size = 1024)
+mmsb_stop(state)
+```
+"""
+mmsb_start(; config::MMSBConfig = MMSBConfig()) = mmsb_start(config)
+function mmsb_start(config::MMSBConfig)
+    path = config.tlog_path
+    h, info = GC.@preserve path state_new(native_config(config), path)
+    st = MMSBState(h, config, info)
+    if info.bytes_truncated > 0
+        @warn "MMSB: a torn record at the end of the log was cut off during recovery" path = config.tlog_path bytes = Int(info.bytes_truncated) records_recovered = Int(info.records_recovered)
+    end
+    return st
+end
+
+"""
+    mmsb_stop(state; checkpoint_path = nothing)
+
+Free the state's native resources (pages, log buffers, device memory), after
+writing a checkpoint to `checkpoint_path` if one is given. Stopping twice is a
+no-op; any later use raises `StateClosedError`.
+"""
+function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
+    isopen(st) || return nothing
+    lock(st.lock) do
+        checkpoint_path === nothing || checkpoint_log!(st, checkpoint_path)
+        free_handle!(st)
+        empty!(st.recomputes)
+        empty!(st.subscriptions)
+        st.batch = nothing
+    end
+    return nothing
+end
+
+"""
+    reset!(state) -> state
+
+Empty the state: pages, graph, recomputes, signatures, stale marks, event
+subscriptions and buffers, the log (a file log is truncated to its header),
+and restart page and delta ids at 1. See `docs/state_lifecycle.md`.
+"""
+function reset!(st::MMSBState)
+    h = handle(st)
+    lock(st.lock) do
+        state_reset(h)
+        empty!(st.recomputes)
+        empty!(st.subscriptions)
+        empty!(st.deferred)
+        st.batch = nothing
+        st.events_on = false
+        st.delivering = false
+        st.in_recompute = false
+    end
+    return st
+end
+
+"""
+    live_native_states() -> Int
+
+Number of native states created and not yet freed in this process (by
+`mmsb_stop` or the GC). Useful to check for leaks.
+"""
+live_native_states() = Int(live_states())
+
+"""
+    gpu_available() -> Bool
+
+Whether a CUDA device can be used for `:gpu` pages. Never throws, also on a
+machine with no CUDA driver.
+"""
+gpu_available() = gpu_available_native()

@@ -1,0 +1,89 @@
+@testset "lifecycle" begin
+    @testset "start, stop, use after stop" begin
+        st = mmsb_start()
+        @test isopen(st)
+        p = create_page(st; size = 8)
+        mmsb_stop(st)
+        @test !isopen(st)
+        @test mmsb_stop(st) === nothing          # twice: no-op
+        @test_throws StateClosedError create_page(st; size = 8)
+        @test_throws StateClosedError read_page(st, p.id)
+        @test_throws StateClosedError update_page(st, p.id, zeros(UInt8, 8))
+        @test_throws StateClosedError page_epoch(st, p.id)
+        @test_throws StateClosedError stats(st)
+        @test_throws StateClosedError add_dependency!(st, 1, 2)
+        @test_throws StateClosedError reset!(st)
+        @test sprint(show, st) == "MMSBState(closed)"
+        @test occursin("state closed", sprint(show, p))
+    end
+
+    @testset "config validation" begin
+        @test_throws ArgumentError MMSBConfig(durability = :fsync)          # needs a path
+        @test_throws ArgumentError MMSBConfig(durability = :sometimes)
+        @test_throws ArgumentError MMSBConfig(tlog_path = "")
+        @test_throws ArgumentError MMSBConfig(tlog_path = "x.tlog", durability = :none)
+        @test_throws ArgumentError MMSBConfig(gpu_threshold = -1)
+        @test MMSBConfig(tlog_path = "x.tlog").durability === :buffered
+        @test MMSBConfig().durability === :none
+    end
+
+    @testset "reset! restarts ids and empties everything" begin
+        st = mmsb_start()
+        a = create_page(st; size = 4); b = create_page(st; size = 4)
+        add_dependency!(st, a.id, b.id)
+        update_page(st, a.id, UInt8[1, 2, 3, 4])
+        fresh = mmsb_start()
+        reset!(st)
+        @test isempty(pages(st))
+        @test isempty(tlog_entries(st))
+        @test stats(st).pages == 0
+        @test canonical_snapshot(st) == canonical_snapshot(fresh)
+        c = create_page(st; size = 4)
+        @test c.id == 1
+        mmsb_stop(st); mmsb_stop(fresh)
+    end
+
+    @testset "pool: pooled state indistinguishable from fresh" begin
+        work(st) = begin
+            p = create_page(st; size = 64); q = create_page(st; size = 64)
+            register_passthrough_recompute!(st, q.id, p.id)
+            update_page(st, p.id, rand(MersenneTwister(7), UInt8, 64))
+            canonical_snapshot(st)
+        end
+        used = get_pooled_state!()
+        work(used)
+        return_to_pool!(used)
+        pooled = get_pooled_state!()
+        fresh = mmsb_start()
+        @test canonical_snapshot(pooled) == canonical_snapshot(fresh)
+        @test work(pooled) == work(fresh)
+        return_to_pool!(pooled); mmsb_stop(fresh)
+    end
+
+    @testset "10,000 states leave no native memory behind" begin
+        GC.gc(); GC.gc()
+        base = live_native_states()
+        for i in 1:5_000
+            st = mmsb_start()
+            create_page(st; size = 1024)
+            mmsb_stop(st)
+        end
+        @test live_native_states() == base
+        for i in 1:5_000                           # dropped to the GC
+            st = mmsb_start()
+            create_page(st; size = 1024)
+        end
+        GC.gc(); GC.gc(); GC.gc()
+        @test live_native_states() == base
+        rss_kib() = parse(Int, split(first(filter(l -> startswith(l, "VmRSS"), readlines("/proc/self/status"))))[2])
+        before = rss_kib()
+        for i in 1:10_000
+            st = mmsb_start()
+            create_page(st; size = 16 * 1024)
+            i % 2 == 0 ? mmsb_stop(st) : nothing
+        end
+        GC.gc(); GC.gc(); GC.gc()
+        @test live_native_states() == base
+        @test rss_kib() - before < 64 * 1024       # 10,000 × 16 KiB = 160 MiB if leaked
+    end
+end
