@@ -55,6 +55,8 @@ pub struct Scan {
     pub records: Vec<Record>,
     /// Offset just past the last valid frame.
     pub end: u64,
+    /// Everything after `end` is zero bytes (preallocated space, not a torn record).
+    pub zero_tail: bool,
 }
 
 /// Is there a valid frame with a sequence number above `last_seq` anywhere
@@ -93,7 +95,7 @@ pub fn scan(buf: &[u8], path: &str) -> Result<Scan> {
                 off += n;
                 seq += 1;
             }
-            Err(b @ (Bad::Short | Bad::BadLen(_) | Bad::Crc)) => {
+            Err(b @ (Bad::Short | Bad::Length(_) | Bad::Crc)) => {
                 if valid_frame_after(buf, off + 1, seq - 1) {
                     return Err(frame::corrupt(path, off as u64, &format!("{} (valid records follow)", frame::describe(&b, seq))));
                 }
@@ -102,7 +104,8 @@ pub fn scan(buf: &[u8], path: &str) -> Result<Scan> {
             Err(b) => return Err(frame::corrupt(path, off as u64, &frame::describe(&b, seq))),
         }
     }
-    Ok(Scan { offsets, records, end: off as u64 })
+    let zero_tail = buf[off..].iter().all(|&b| b == 0);
+    Ok(Scan { offsets, records, end: off as u64, zero_tail })
 }
 
 /// fsync the directory holding `path` (after creating or renaming a file in it).
@@ -119,7 +122,7 @@ pub fn sync_dir(path: &Path) -> std::io::Result<()> {
 pub fn open_file(path: &Path, truncate: bool) -> Result<(File, Scan, u64)> {
     let p = path.display().to_string();
     let existed = path.exists();
-    let file = OpenOptions::new().read(true).write(true).create(true).open(path).map_err(|e| io_err(&p, "open", e))?;
+    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| io_err(&p, "open", e))?;
     let len = file.metadata().map_err(|e| io_err(&p, "stat", e))?.len();
     if truncate || len == 0 {
         file.set_len(0).map_err(|e| io_err(&p, "truncate", e))?;
@@ -128,7 +131,7 @@ pub fn open_file(path: &Path, truncate: bool) -> Result<(File, Scan, u64)> {
         if !existed {
             sync_dir(path).map_err(|e| io_err(&p, "sync directory", e))?;
         }
-        let scan = Scan { offsets: Vec::new(), records: Vec::new(), end: HEADER_LEN };
+        let scan = Scan { offsets: Vec::new(), records: Vec::new(), end: HEADER_LEN, zero_tail: true };
         return Ok((file, scan, 0));
     }
     let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::new(ErrorKind::Io, format!("transaction log {p}: too large")))?];
@@ -140,7 +143,10 @@ pub fn open_file(path: &Path, truncate: bool) -> Result<(File, Scan, u64)> {
         file.set_len(scan.end).map_err(|e| io_err(&p, "cut torn tail", e))?;
         file.sync_all().map_err(|e| io_err(&p, "sync", e))?;
     }
-    Ok((file, scan, cut))
+    // zeros at a frame boundary are preallocated space (an Fsync log that was
+    // not closed), not a torn record: cut, but not reported
+    let reported = if scan.zero_tail { 0 } else { cut };
+    Ok((file, scan, reported))
 }
 
 /// Reads the frame at `[a, b)` from the file and decodes it.

@@ -103,7 +103,7 @@ pub enum Bad {
     /// Fewer bytes than the frame needs (header or declared length).
     Short,
     /// The length field is below the minimum (checked before the CRC).
-    BadLen(u32),
+    Length(u32),
     /// CRC fine, but a kind, reserved byte or mask length that cannot be.
     Invalid(String),
     /// The CRC does not match.
@@ -120,9 +120,9 @@ pub fn check(b: &[u8], expected_seq: Option<u64>) -> std::result::Result<(usize,
     }
     let len = u32_at(b, 0);
     if len < MIN_LEN {
-        return Err(Bad::BadLen(len));
+        return Err(Bad::Length(len));
     }
-    let total = 8usize.checked_add(len as usize).ok_or(Bad::BadLen(len))?;
+    let total = 8usize.checked_add(len as usize).ok_or(Bad::Length(len))?;
     if b.len() < total {
         return Err(Bad::Short);
     }
@@ -182,7 +182,7 @@ pub fn decode_checked(f: &[u8], seq: u64, what: &str, off: u64) -> Result<Record
 pub fn describe(b: &Bad, expected: u64) -> String {
     match b {
         Bad::Short => "incomplete frame".into(),
-        Bad::BadLen(n) => format!("frame length {n} is below the minimum {MIN_LEN}"),
+        Bad::Length(n) => format!("frame length {n} is below the minimum {MIN_LEN}"),
         Bad::Invalid(s) => s.clone(),
         Bad::Crc => "CRC32C mismatch".into(),
         Bad::Seq(s) => format!("sequence number {s}, expected {expected}"),

@@ -106,7 +106,7 @@ impl TLog {
         let (f, scan, cut) = file::open_file(path, truncate)?;
         let n = scan.offsets.len() as u64;
         let backend = match durability {
-            Durability::Fsync => Backend::Fsync(sync::SyncFile::new(f, p, n)?),
+            Durability::Fsync => Backend::Fsync(sync::SyncFile::new(f, p, n, scan.end)?),
             _ => Backend::Buffered(file::BufferedFile::new(f, p, scan.end)),
         };
         let log = TLog { backend, offsets: scan.offsets, end: scan.end, start: file::HEADER_LEN };

@@ -26,6 +26,10 @@ const QUEUE: usize = 4096;
 const POOL: usize = 256;
 /// Largest batch written by one write before syncing.
 const MAX_BATCH: usize = 16 << 20;
+/// The writer extends the file by this many zero bytes at a time, so that
+/// most `fdatasync`s overwrite allocated blocks and need no metadata commit
+/// (on this disk that is ~0.2 ms instead of ~2.5 ms per sync).
+const PREALLOC: u64 = 8 << 20;
 
 #[derive(Default)]
 struct SyncState {
@@ -39,6 +43,8 @@ struct SyncState {
     epoch: u64,
     /// The writer's first I/O error; the log is unusable after it.
     error: Option<Error>,
+    /// File size the writer has preallocated up to (zeros past the log end).
+    allocated: u64,
 }
 
 /// Shared durability waiter (Send + Sync), used outside the state mutex.
@@ -108,13 +114,15 @@ pub struct SyncFile {
     pool: Receiver<Vec<u8>>,
     handle: Arc<SyncHandle>,
     thread: Option<JoinHandle<()>>,
+    /// Offset just past the last queued frame.
+    end: u64,
 }
 
 impl SyncFile {
-    pub fn new(file: File, path: String, last_seq: u64) -> Result<SyncFile> {
+    pub fn new(file: File, path: String, last_seq: u64, end: u64) -> Result<SyncFile> {
         let wfile = file.try_clone().map_err(|e| io_err(&path, "clone handle", e))?;
         let handle = Arc::new(SyncHandle {
-            st: Mutex::new(SyncState { durable: last_seq, sent: last_seq, max_durable: last_seq, ..Default::default() }),
+            st: Mutex::new(SyncState { durable: last_seq, sent: last_seq, max_durable: last_seq, allocated: end, ..Default::default() }),
             cv: Condvar::new(),
         });
         let (tx, rx) = bounded::<Msg>(QUEUE);
@@ -125,7 +133,7 @@ impl SyncFile {
             .name("mmsb-tlog-writer".into())
             .spawn(move || writer(wfile, wpath, rx, pool_tx, h))
             .map_err(|e| io_err(&path, "spawn writer thread", e))?;
-        Ok(SyncFile { file, path, tx: Some(tx), pool, handle, thread: Some(thread) })
+        Ok(SyncFile { file, path, tx: Some(tx), pool, handle, thread: Some(thread), end })
     }
 
     pub fn handle(&self) -> Arc<SyncHandle> {
@@ -144,6 +152,7 @@ impl SyncFile {
         tx.send(Msg { off, seq, bytes })
             .map_err(|_| Error::new(ErrorKind::Io, format!("transaction log {}: writer thread has stopped", self.path)))?;
         self.handle.lock().sent = seq;
+        self.end = off + n as u64;
         Ok(n)
     }
 
@@ -158,10 +167,12 @@ impl SyncFile {
         self.barrier()?;
         self.file.set_len(cut).map_err(|e| io_err(&self.path, "truncate", e))?;
         self.file.sync_all().map_err(|e| io_err(&self.path, "sync", e))?;
+        self.end = cut;
         let mut st = self.handle.lock();
         st.durable = seq;
         st.sent = seq;
         st.epoch += 1;
+        st.allocated = cut;
         drop(st);
         self.handle.cv.notify_all();
         Ok(())
@@ -178,7 +189,12 @@ impl Drop for SyncFile {
         }
         let st = self.handle.lock();
         let lost = st.durable < st.sent && st.error.is_none();
+        let clean = st.error.is_none() && !lost;
         drop(st);
+        if clean {
+            // drop the zero preallocation so a closed log ends at its last frame
+            let _ = self.file.set_len(self.end).and_then(|_| self.file.sync_all());
+        }
         if lost {
             self.handle.fail(Error::new(ErrorKind::Io, format!("transaction log {}: closed before all records were synced", self.path)));
         }
@@ -222,8 +238,23 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
                 Err(_) => break,
             }
         }
-        if h.lock().error.is_some() {
-            continue; // keep draining so appenders never block; nothing more is written
+        let allocated = {
+            let st = h.lock();
+            if st.error.is_some() {
+                continue; // keep draining so appenders never block; nothing more is written
+            }
+            st.allocated
+        };
+        let need = start + batch.len() as u64;
+        if need > allocated {
+            let upto = need + PREALLOC;
+            match preallocate(&file, allocated.max(start), upto) {
+                Ok(()) => h.lock().allocated = upto,
+                Err(e) => {
+                    h.fail(io_err(&path, "preallocate", e));
+                    continue;
+                }
+            }
         }
         let res = file
             .write_all_at(&batch, start)
@@ -245,4 +276,16 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
             batch = Vec::new();
         }
     }
+}
+
+/// Writes zeros over `[from, to)` so the blocks are allocated and written.
+fn preallocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
 }

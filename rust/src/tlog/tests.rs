@@ -233,7 +233,9 @@ fn open_image(path: &Path, bytes: &[u8], want: &[Record]) -> bool {
             let len = fs::metadata(path).unwrap().len();
             let orig = bytes.len() as u64;
             if orig > 0 {
-                assert_eq!(rep.bytes_truncated, orig - len);
+                let cut = &bytes[len as usize..];
+                let reported = if cut.iter().all(|&b| b == 0) { 0 } else { cut.len() as u64 };
+                assert_eq!(rep.bytes_truncated, reported);
             }
             assert_eq!(len, file::HEADER_LEN + log.bytes_logged());
             drop(log);
@@ -318,7 +320,15 @@ fn garbage_and_zero_tails() {
         TLog::open(&path, Durability::Buffered, false).unwrap()
     };
     assert_eq!(recs, want);
-    assert_eq!(rep.bytes_truncated, 300);
+    assert_eq!(rep.bytes_truncated, 0, "zeros at a frame boundary are preallocated space");
+    assert_eq!(fs::metadata(&path).unwrap().len() as usize, bytes.len());
+    // a torn (non-zero) tail is reported
+    let mut b = bytes.clone();
+    b.extend_from_slice(&[0x55u8; 100]);
+    fs::write(&path, &b).unwrap();
+    let (_, recs, rep) = TLog::open(&path, Durability::Buffered, false).unwrap();
+    assert_eq!(recs, want);
+    assert_eq!(rep.bytes_truncated, 100);
     // a whole valid frame duplicated (wrong seq) is corruption
     let last = want.last().unwrap();
     let n = frame::FRAME_HDR + last.payload.len();
@@ -379,4 +389,26 @@ fn group_commit_eight_threads() {
         assert_eq!(r.header.seq, *seq);
         assert_eq!(r.payload, val.to_le_bytes());
     }
+}
+
+#[test]
+fn fsync_log_image_with_preallocation_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let copy = dir.path().join("crash-image");
+    let s = sample();
+    let want = expected(&s);
+    let (mut log, _, _) = TLog::open(&path, Durability::Fsync, false).unwrap();
+    fill(&mut log, &s);
+    log.sync_handle().unwrap().wait_durable(log.len()).unwrap();
+    // the file as a crash would leave it: synced frames, then zeros
+    let img = fs::read(&path).unwrap();
+    assert!(img.len() as u64 > file::HEADER_LEN + log.bytes_logged());
+    fs::write(&copy, &img).unwrap();
+    let logical = file::HEADER_LEN + log.bytes_logged();
+    drop(log);
+    assert_eq!(fs::metadata(&path).unwrap().len(), logical, "a clean close drops the preallocation");
+    let (_, recs, rep) = TLog::open(&copy, Durability::Fsync, false).unwrap();
+    assert_eq!(recs, want);
+    assert_eq!(rep.bytes_truncated, 0);
 }
