@@ -15,4 +15,6 @@ pub mod checkpoint;
 pub mod gpu;
 pub mod propagate;
 pub mod state;
+pub mod batch;
+pub mod persist;
 pub mod ffi;

@@ -1,1 +1,755 @@
-//! (being written)
+//! The native state behind one `MmsbState` handle: pages, graph, recompute
+//! registrations, propagation, events, stats, the log and the id
+//! allocators, all behind one mutex (every export locks once).
+//!
+//! Every state change appends one log record *before* it becomes visible,
+//! so a failed append changes nothing; `persist.rs` turns records back into
+//! state (recovery, checkpoint suffixes, replay). Under `Fsync` durability the
+//! caller waits for its last record after the mutex is released.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use crate::checkpoint::Snapshot;
+use crate::delta::{self, ENC_DENSE, ENC_SPARSE};
+use crate::diff;
+use crate::error::{Error, ErrorKind, Result};
+use crate::graph::Graph;
+use crate::ids::Ids;
+use crate::page::{Page, PageData, LOC_CPU, LOC_GPU};
+use crate::propagate::{PropState, PropStep, Recompute, RC_CLOSURE, RC_NONE, RC_PASSTHROUGH};
+use crate::tlog::{Durability, RecordHeader, RecordRef, SyncHandle, TLog};
+
+pub const SOURCE_API: u8 = 0;
+pub const SOURCE_PROPAGATION: u8 = 1;
+pub const SOURCE_BATCH: u8 = 2;
+pub const SOURCE_REPLAY: u8 = 3;
+
+pub const EV_PAGE_CREATED: u64 = 1;
+pub const EV_PAGE_DELETED: u64 = 2;
+pub const EV_INVALIDATED: u64 = 3;
+pub const EV_DELTA_APPLIED: u64 = 4;
+pub const EV_PAGE_CHANGED: u64 = 5;
+
+pub const REC_PAGE_CREATE: u8 = 1;
+pub const REC_PAGE_DELETE: u8 = 2;
+pub const REC_EDGE_ADD: u8 = 3;
+pub const REC_EDGE_REMOVE: u8 = 4;
+pub const REC_RECOMPUTE_SET: u8 = 5;
+pub const REC_DELTA: u8 = 6;
+
+pub const WRITE_PROPAGATE: u32 = 1;
+pub const WRITE_PARALLEL: u32 = 2;
+
+/// Edge kind given to edges that `recompute_set` adds.
+pub const EDGE_KIND_DATA: u8 = 0;
+
+/// Apply latency is sampled on one write in `SAMPLE_EVERY`.
+const SAMPLE_EVERY: u64 = 64;
+
+static LIVE_STATES: AtomicI64 = AtomicI64::new(0);
+
+/// States created and not yet freed.
+pub fn live_states() -> i64 {
+    LIVE_STATES.load(Ordering::Relaxed)
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub strict_epochs: bool,
+    pub enable_gpu: bool,
+    pub durability: Durability,
+    pub truncate: bool,
+    pub gpu_threshold: u64,
+    pub tlog_path: Option<PathBuf>,
+    pub threads: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            strict_epochs: false,
+            enable_gpu: false,
+            durability: Durability::None,
+            truncate: false,
+            gpu_threshold: 1 << 20,
+            tlog_path: None,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u64,
+    pub page_id: u64,
+    pub delta_id: u64,
+    pub epoch: u64,
+}
+
+/// Counters (the derived ones — pages, bytes, log — are computed on read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub pages: u64,
+    pub page_bytes: u64,
+    pub deltas_applied: u64,
+    pub bytes_logged: u64,
+    pub log_records: u64,
+    pub recomputes_run: u64,
+    pub recomputes_skipped: u64,
+    pub recomputes_cutoff: u64,
+    pub propagation_cycles: u64,
+    pub propagation_ns: u64,
+    pub apply_samples: u64,
+    pub apply_ns: u64,
+}
+
+pub struct Slot {
+    pub page: Page,
+    pub rc: Recompute,
+}
+
+/// Buffers reused by every write so the steady state allocates nothing.
+#[derive(Default)]
+pub struct Scratch {
+    pub bitmap: Vec<u8>,
+    pub mask: Vec<u8>,
+    pub data: Vec<u8>,
+    pub host: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PageInfo {
+    pub id: u64,
+    pub size: u64,
+    pub epoch: u64,
+    pub location: u8,
+    pub recompute: u8,
+    pub stale: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriteOut {
+    pub delta_id: u64,
+    pub epoch: u64,
+    pub pending_page: u64,
+    pub prop_status: i32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stamp {
+    pub id: u64,
+    pub base_epoch: u64,
+    pub timestamp: u64,
+}
+
+/// A caller-built delta (borrowed from the caller for one call).
+#[derive(Clone, Copy, Debug)]
+pub struct DeltaIn<'a> {
+    pub id: u64,
+    pub page_id: u64,
+    pub base_epoch: u64,
+    pub timestamp: u64,
+    pub source: u8,
+    pub encoding: u8,
+    pub mask: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchOut {
+    pub applied: u64,
+    pub pending_page: u64,
+    pub prop_status: i32,
+}
+
+pub struct Inner {
+    pub cfg: Config,
+    pub slots: Vec<Option<Slot>>,
+    pub n_pages: u64,
+    pub page_bytes: u64,
+    pub graph: Graph,
+    pub ids: Ids,
+    pub log: TLog,
+    pub sync: Option<Arc<SyncHandle>>,
+    /// Highest log seq appended by the current call (0: none).
+    pub wait_seq: u64,
+    pub events_on: bool,
+    pub events: VecDeque<Event>,
+    pub stats: Stats,
+    pub prop: PropState,
+    pub scratch: Scratch,
+    /// The checkpoint this state was loaded from and the log seq it stands
+    /// for (replay starts there).
+    pub base: Option<(Arc<Snapshot>, u64)>,
+    pub writes: u64,
+}
+
+pub(crate) fn not_found(id: u64) -> Error {
+    Error::new(ErrorKind::PageNotFound, format!("page {id} not found"))
+}
+
+/// Diffs `new` against `page` in one pass and, if anything changed, logs a
+/// delta (sparse or dense by density) and applies it; the epoch rises by
+/// one. Returns `(delta id, log seq)`, or `None` when nothing changed.
+/// Nothing changes on error (CPU pages).
+pub(crate) fn write_core(
+    page: &mut Page,
+    new: &[u8],
+    source: u8,
+    scratch: &mut Scratch,
+    log: &mut TLog,
+    ids: &Ids,
+) -> Result<Option<(u64, u64)>> {
+    let (id, size, base) = (page.id, page.size as u64, page.epoch);
+    if new.len() as u64 != size {
+        return Err(Error::new(
+            ErrorKind::Dimension,
+            format!("write to page {id}: {} bytes given, page size is {size}", new.len()),
+        ));
+    }
+    let did = ids.delta.peek();
+    let ts = ids.clock.now() + 1;
+    let mut header = RecordHeader {
+        seq: 0,
+        kind: REC_DELTA,
+        page_id: id,
+        aux: base + 1,
+        delta_id: did,
+        base_epoch: base,
+        timestamp: ts,
+        source,
+        encoding: ENC_DENSE,
+        mask_len: 0,
+    };
+    let seq = match &mut page.data {
+        PageData::Cpu(buf) => {
+            let sum = diff::diff_bitmap(buf, new, &mut scratch.bitmap);
+            if sum.changed == 0 {
+                return Ok(None);
+            }
+            if sum.prefer_sparse(size) {
+                diff::encode_sparse(&scratch.bitmap, new, &mut scratch.mask, &mut scratch.data);
+                header.encoding = ENC_SPARSE;
+                header.mask_len = scratch.mask.len() as u64;
+                let seq = log.append(&RecordRef { header, mask: &scratch.mask, data: &scratch.data })?;
+                for (s, l) in delta::sparse_ranges(&scratch.mask) {
+                    let r = s as usize..(s + l) as usize;
+                    if let (Some(d), Some(n)) = (buf.get_mut(r.clone()), new.get(r)) {
+                        d.copy_from_slice(n);
+                    }
+                }
+                seq
+            } else {
+                header.mask_len = scratch.bitmap.len() as u64;
+                let seq = log.append(&RecordRef { header, mask: &scratch.bitmap, data: new })?;
+                buf.copy_from_slice(new);
+                seq
+            }
+        }
+        PageData::Gpu(dev) => {
+            // The device diffs and applies in one step; the log follows.
+            let changed = dev.write_diff(new, &mut scratch.bitmap)?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            header.mask_len = scratch.bitmap.len() as u64;
+            log.append(&RecordRef { header, mask: &scratch.bitmap, data: new })?
+        }
+    };
+    ids.delta.commit(did);
+    ids.clock.observe(ts);
+    page.epoch = base + 1;
+    Ok(Some((did, seq)))
+}
+
+impl Inner {
+    pub fn new(cfg: Config, log: TLog) -> Inner {
+        let sync = log.sync_handle();
+        Inner {
+            cfg,
+            slots: Vec::new(),
+            n_pages: 0,
+            page_bytes: 0,
+            graph: Graph::new(),
+            ids: Ids::default(),
+            log,
+            sync,
+            wait_seq: 0,
+            events_on: false,
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            prop: PropState::default(),
+            scratch: Scratch::default(),
+            base: None,
+            writes: 0,
+        }
+    }
+
+    /// Empties the in-memory state (not the log, config or events switch).
+    pub(crate) fn clear_core(&mut self) {
+        self.slots = Vec::new();
+        self.n_pages = 0;
+        self.page_bytes = 0;
+        self.graph.clear();
+        self.ids.reset();
+        self.prop.clear();
+        self.base = None;
+    }
+
+    #[inline]
+    pub fn slot(&self, id: u64) -> Result<&Slot> {
+        match self.slots.get(id as usize) {
+            Some(Some(s)) => Ok(s),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    #[inline]
+    pub fn slot_mut(&mut self, id: u64) -> Result<&mut Slot> {
+        match self.slots.get_mut(id as usize) {
+            Some(Some(s)) => Ok(s),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn event(&mut self, kind: u64, page_id: u64, delta_id: u64, epoch: u64) {
+        if self.events_on {
+            self.events.push_back(Event { kind, page_id, delta_id, epoch });
+        }
+    }
+
+    #[inline]
+    pub(crate) fn append(&mut self, header: RecordHeader, mask: &[u8], data: &[u8]) -> Result<u64> {
+        let seq = self.log.append(&RecordRef { header, mask, data })?;
+        self.wait_seq = seq;
+        Ok(seq)
+    }
+
+    fn header(kind: u8, page_id: u64, aux: u64, encoding: u8) -> RecordHeader {
+        RecordHeader { kind, page_id, aux, encoding, ..RecordHeader::default() }
+    }
+
+    pub(crate) fn insert_page(&mut self, page: Page) {
+        let i = page.id as usize;
+        if self.slots.len() <= i {
+            self.slots.resize_with(i + 1, || None);
+        }
+        self.graph.add_node(page.id);
+        self.n_pages += 1;
+        self.page_bytes += page.size as u64;
+        self.slots[i] = Some(Slot { page, rc: Recompute::default() });
+    }
+
+    /// Allocates a page (no log, no id).
+    pub(crate) fn make_page(&self, id: u64, size: u64, location: u8, fallback_cpu: bool) -> Result<Page> {
+        if size == 0 {
+            return Err(Error::new(ErrorKind::Invalid, "page size must be at least 1 byte"));
+        }
+        let usize_size = usize::try_from(size)
+            .map_err(|_| Error::new(ErrorKind::Invalid, format!("page size {size} does not fit in memory")))?;
+        match location {
+            LOC_CPU => Page::new_cpu(id, usize_size),
+            LOC_GPU if size < self.cfg.gpu_threshold => Page::new_cpu(id, usize_size),
+            LOC_GPU => {
+                let r = if self.cfg.enable_gpu {
+                    Page::new_gpu(id, usize_size)
+                } else {
+                    Err(Error::new(
+                        ErrorKind::GpuUnavailable,
+                        format!("GPU page of {size} bytes requested but the state was opened with enable_gpu=false"),
+                    ))
+                };
+                match r {
+                    Err(e) if fallback_cpu && e.kind == ErrorKind::GpuUnavailable => Page::new_cpu(id, usize_size),
+                    r => r,
+                }
+            }
+            l => Err(Error::new(ErrorKind::Invalid, format!("location {l} is neither 0 (cpu) nor 1 (gpu)"))),
+        }
+    }
+
+    pub fn page_create(&mut self, size: u64, location: u8) -> Result<PageInfo> {
+        let id = self.ids.page.peek();
+        let page = self.make_page(id, size, location, false)?;
+        let loc = page.location();
+        self.append(Self::header(REC_PAGE_CREATE, id, size, loc), &[], &[])?;
+        self.ids.page.commit(id);
+        self.insert_page(page);
+        self.event(crate::state::EV_PAGE_CREATED, id, 0, 0);
+        self.page_info(id)
+    }
+
+    /// Removes a page, its edges, and the recomputes that declared it.
+    pub(crate) fn remove_page(&mut self, id: u64) -> Option<u64> {
+        let slot = self.slots.get_mut(id as usize)?.take()?;
+        let children: Vec<u64> = self.graph.children(id).iter().map(|c| c.0).collect();
+        for c in children {
+            if let Some(Some(s)) = self.slots.get_mut(c as usize) {
+                if s.rc.parents.contains(&id) {
+                    s.rc = Recompute { queued: s.rc.queued, ..Recompute::default() };
+                }
+            }
+        }
+        self.graph.remove_node(id);
+        self.prop.stale.remove(&id);
+        self.n_pages -= 1;
+        self.page_bytes -= slot.page.size as u64;
+        Some(slot.page.epoch)
+    }
+
+    pub fn page_delete(&mut self, id: u64, force: bool) -> Result<()> {
+        self.slot(id)?;
+        if self.prop.pending == Some(id) {
+            return Err(self.busy("page_delete"));
+        }
+        if !force && self.graph.has_dependents(id) {
+            let kids: Vec<String> = self.graph.children(id).iter().map(|c| c.0.to_string()).collect();
+            return Err(Error::new(
+                ErrorKind::HasDependents,
+                format!("page {id} has dependents ({}); delete them first or pass force", kids.join(", ")),
+            ));
+        }
+        self.append(Self::header(REC_PAGE_DELETE, id, force as u64, 0), &[], &[])?;
+        let epoch = self.remove_page(id).unwrap_or(0);
+        self.event(EV_PAGE_DELETED, id, 0, epoch);
+        Ok(())
+    }
+
+    pub fn page_info(&self, id: u64) -> Result<PageInfo> {
+        let s = self.slot(id)?;
+        Ok(PageInfo {
+            id,
+            size: s.page.size as u64,
+            epoch: s.page.epoch,
+            location: s.page.location(),
+            recompute: s.rc.kind,
+            stale: s.rc.stale,
+        })
+    }
+
+    pub fn page_ids(&self) -> Vec<u64> {
+        self.slots.iter().flatten().map(|s| s.page.id).collect()
+    }
+
+    pub fn page_read(&self, id: u64, dst: &mut [u8]) -> Result<()> {
+        self.slot(id)?.page.read(dst)
+    }
+
+    fn check_flags(flags: u32, allowed: u32) -> Result<()> {
+        if flags & !allowed != 0 {
+            return Err(Error::new(ErrorKind::Invalid, format!("unknown write flags {flags:#x}")));
+        }
+        Ok(())
+    }
+
+    /// The main write: diff once, log, apply, events, propagate.
+    pub fn page_write(&mut self, id: u64, bytes: &[u8], flags: u32) -> Result<WriteOut> {
+        Self::check_flags(flags, WRITE_PROPAGATE)?;
+        let propagate = flags & WRITE_PROPAGATE != 0;
+        if propagate && self.prop.pending.is_some() {
+            return Err(self.busy("page_write"));
+        }
+        self.writes = self.writes.wrapping_add(1);
+        let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
+        let r = {
+            let Inner { slots, scratch, log, ids, .. } = self;
+            let s = match slots.get_mut(id as usize) {
+                Some(Some(s)) => s,
+                _ => return Err(not_found(id)),
+            };
+            write_core(&mut s.page, bytes, SOURCE_API, scratch, log, ids)?
+        };
+        if let Some(t0) = t0 {
+            self.stats.apply_samples += 1;
+            self.stats.apply_ns += t0.elapsed().as_nanos() as u64;
+        }
+        self.finish_write(id, r, propagate)
+    }
+
+    fn finish_write(&mut self, id: u64, r: Option<(u64, u64)>, propagate: bool) -> Result<WriteOut> {
+        let epoch = self.slot(id)?.page.epoch;
+        let Some((did, seq)) = r else {
+            return Ok(WriteOut { delta_id: 0, epoch, ..WriteOut::default() });
+        };
+        self.wait_seq = seq;
+        self.stats.deltas_applied += 1;
+        self.event(EV_DELTA_APPLIED, id, did, epoch);
+        self.event(EV_PAGE_CHANGED, id, did, epoch);
+        let mut out = WriteOut { delta_id: did, epoch, ..WriteOut::default() };
+        if propagate && self.needs_cycle(id) {
+            self.cycle_begin();
+            self.enqueue_children(id);
+            let step = self.prop_run()?;
+            out.prop_status = step.status;
+            out.pending_page = step.page_id;
+        }
+        Ok(out)
+    }
+
+    pub fn delta_stamp(&mut self, page_id: u64) -> Result<Stamp> {
+        let base_epoch = self.slot(page_id)?.page.epoch;
+        Ok(Stamp { id: self.ids.delta.next(), base_epoch, timestamp: self.ids.clock.tick() })
+    }
+
+    /// Checks a caller-built delta against the current state.
+    pub fn validate_delta(&self, d: &DeltaIn) -> Result<()> {
+        let s = self.slot(d.page_id)?;
+        if d.id == 0 || d.id >= self.ids.delta.peek() {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("delta id {} for page {} was not issued by delta_stamp (next id {})", d.id, d.page_id, self.ids.delta.peek()),
+            ));
+        }
+        if d.source > SOURCE_REPLAY {
+            return Err(Error::new(ErrorKind::Invalid, format!("delta {}: unknown source {}", d.id, d.source)));
+        }
+        delta::validate(d.encoding, d.mask, d.payload, s.page.size as u64, d.page_id)?;
+        if self.cfg.strict_epochs && d.base_epoch < s.page.epoch {
+            return Err(Error::new(
+                ErrorKind::StaleDelta,
+                format!("delta {} for page {} has base epoch {}, the page is at epoch {}", d.id, d.page_id, d.base_epoch, s.page.epoch),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Logs and applies one validated delta; `None` if it changed nothing.
+    pub(crate) fn route_core(&mut self, d: &DeltaIn) -> Result<Option<u64>> {
+        let Inner { slots, log, .. } = self;
+        let s = match slots.get_mut(d.page_id as usize) {
+            Some(Some(s)) => s,
+            _ => return Err(not_found(d.page_id)),
+        };
+        let base = s.page.epoch;
+        let header = RecordHeader {
+            seq: 0,
+            kind: REC_DELTA,
+            page_id: d.page_id,
+            aux: base + 1,
+            delta_id: d.id,
+            base_epoch: d.base_epoch,
+            timestamp: d.timestamp,
+            source: d.source,
+            encoding: d.encoding,
+            mask_len: d.mask.len() as u64,
+        };
+        let seq = if let Some(buf) = s.page.cpu_mut() {
+            if delta::count(d.encoding, buf, d.mask, d.payload) == 0 {
+                return Ok(None);
+            }
+            let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload })?;
+            delta::apply(d.encoding, buf, d.mask, d.payload);
+            seq
+        } else {
+            if s.page.apply(d.encoding, d.mask, d.payload)? == 0 {
+                return Ok(None);
+            }
+            log.append(&RecordRef { header, mask: d.mask, data: d.payload })?
+        };
+        s.page.epoch = base + 1;
+        self.ids.clock.observe(d.timestamp);
+        Ok(Some(seq))
+    }
+
+    pub fn delta_route(&mut self, d: &DeltaIn, flags: u32) -> Result<WriteOut> {
+        Self::check_flags(flags, WRITE_PROPAGATE)?;
+        let propagate = flags & WRITE_PROPAGATE != 0;
+        if propagate && self.prop.pending.is_some() {
+            return Err(self.busy("delta_route"));
+        }
+        self.validate_delta(d)?;
+        self.writes = self.writes.wrapping_add(1);
+        let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
+        let r = self.route_core(d)?;
+        if let Some(t0) = t0 {
+            self.stats.apply_samples += 1;
+            self.stats.apply_ns += t0.elapsed().as_nanos() as u64;
+        }
+        self.finish_write(d.page_id, r.map(|seq| (d.id, seq)), propagate)
+    }
+
+    pub fn edge_add(&mut self, parent: u64, child: u64, kind: u8) -> Result<()> {
+        self.slot(parent)?;
+        self.slot(child)?;
+        self.graph.check_edge(parent, child)?;
+        if self.graph.has_edge(parent, child) {
+            return Ok(());
+        }
+        self.append(Self::header(REC_EDGE_ADD, parent, child, kind), &[], &[])?;
+        self.graph.add_edge(parent, child, kind)?;
+        Ok(())
+    }
+
+    pub fn edge_remove(&mut self, parent: u64, child: u64) -> Result<()> {
+        self.slot(parent)?;
+        let c = self.slot(child)?;
+        if !self.graph.has_edge(parent, child) {
+            return Ok(());
+        }
+        if c.rc.kind != RC_NONE && c.rc.parents.contains(&parent) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("edge {parent} -> {child} is a declared recompute dependency of page {child}; change its recompute first"),
+            ));
+        }
+        self.append(Self::header(REC_EDGE_REMOVE, parent, child, 0), &[], &[])?;
+        self.graph.remove_edge(parent, child);
+        Ok(())
+    }
+
+    /// Checks a recompute registration without changing anything.
+    pub(crate) fn check_recompute(&mut self, child: u64, kind: u8, parents: &[u64]) -> Result<()> {
+        let size = self.slot(child)?.page.size;
+        if kind > RC_CLOSURE {
+            return Err(Error::new(ErrorKind::Invalid, format!("recompute kind {kind} for page {child} is not 0, 1 or 2")));
+        }
+        if kind == RC_NONE {
+            return Ok(());
+        }
+        for (i, &p) in parents.iter().enumerate() {
+            let ps = self.slot(p)?.page.size;
+            if parents[..i].contains(&p) {
+                return Err(Error::new(ErrorKind::Invalid, format!("recompute of page {child}: parent {p} is listed twice")));
+            }
+            if kind == RC_PASSTHROUGH && ps != size {
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!("passthrough page {child} has size {size}, its parent {p} has size {ps}"),
+                ));
+            }
+            self.graph.check_edge(p, child)?;
+        }
+        if kind == RC_PASSTHROUGH && parents.len() != 1 {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("passthrough page {child} needs exactly one parent, {} given", parents.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Applies a checked registration: adds missing edges, resets the signature.
+    pub(crate) fn do_recompute_set(&mut self, child: u64, kind: u8, parents: &[u64]) -> Result<()> {
+        if kind != RC_NONE {
+            for &p in parents {
+                self.graph.add_edge(p, child, EDGE_KIND_DATA)?;
+            }
+        }
+        let s = self.slot_mut(child)?;
+        s.rc.kind = kind;
+        s.rc.parents.clear();
+        if kind != RC_NONE {
+            s.rc.parents.extend_from_slice(parents);
+        }
+        s.rc.sig.clear();
+        s.rc.sig_set = false;
+        Ok(())
+    }
+
+    pub fn recompute_set(&mut self, child: u64, kind: u8, parents: &[u64]) -> Result<()> {
+        self.check_recompute(child, kind, parents)?;
+        let mut payload = std::mem::take(&mut self.scratch.data);
+        payload.clear();
+        if kind != RC_NONE {
+            for p in parents {
+                payload.extend_from_slice(&p.to_le_bytes());
+            }
+        }
+        let r = self.append(Self::header(REC_RECOMPUTE_SET, child, kind as u64, 0), &[], &payload);
+        self.scratch.data = payload;
+        r?;
+        self.do_recompute_set(child, kind, parents)
+    }
+
+    /// Declared recompute parents (graph parents without a recompute) with
+    /// their current epochs.
+    pub fn signature(&self, id: u64) -> Result<Vec<(u64, u64)>> {
+        let s = self.slot(id)?;
+        let ps: &[u64] = if s.rc.kind == RC_NONE { self.graph.parents(id) } else { &s.rc.parents };
+        Ok(ps
+            .iter()
+            .map(|&p| (p, self.slots.get(p as usize).and_then(|x| x.as_ref()).map_or(0, |x| x.page.epoch)))
+            .collect())
+    }
+
+    pub fn events_enable(&mut self, on: bool) {
+        self.events_on = on;
+        if !on {
+            self.events.clear();
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        Stats {
+            pages: self.n_pages,
+            page_bytes: self.page_bytes,
+            bytes_logged: self.log.bytes_logged(),
+            log_records: self.log.len(),
+            ..self.stats
+        }
+    }
+
+    pub fn next_ids(&self) -> (u64, u64) {
+        (self.ids.page.peek(), self.ids.delta.peek())
+    }
+
+    pub fn reset(&mut self) -> Result<()> {
+        self.log.clear()?;
+        self.clear_core();
+        self.events_on = false;
+        self.events.clear();
+        self.stats = Stats::default();
+        self.writes = 0;
+        Ok(())
+    }
+
+    pub fn prop_status(&self) -> PropStep {
+        PropStep { status: self.prop.pending.is_some() as i32, page_id: self.prop.pending.unwrap_or(0) }
+    }
+}
+
+/// One native state. Every export locks `inner` once.
+pub struct State {
+    inner: Mutex<Inner>,
+}
+
+impl State {
+    pub fn from_inner(inner: Inner) -> State {
+        LIVE_STATES.fetch_add(1, Ordering::Relaxed);
+        State { inner: Mutex::new(inner) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic caught at the boundary may have poisoned the mutex; the
+        // state is still memory-safe, so keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` under the mutex; under `Fsync` durability, then waits
+    /// (mutex released) until the last record `f` appended is on disk.
+    pub fn call<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        let mut g = self.lock();
+        g.wait_seq = 0;
+        let r = f(&mut g);
+        let seq = g.wait_seq;
+        let h = if seq > 0 { g.sync.clone() } else { None };
+        drop(g);
+        if let Some(h) = h {
+            h.wait_durable(seq)?;
+        }
+        r
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
+        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = g.log.flush();
+    }
+}

@@ -1,0 +1,309 @@
+//! Log records and checkpoints back into state: recovery when a state opens
+//! a log file, checkpoint write/load, rollback replay and replay to an epoch.
+//!
+//! `apply_record` is the one place that turns a record into a state change;
+//! live operations log the same records, so replaying a log reproduces ids,
+//! epochs, bytes, the graph and the next ids. Deltas stamped but never
+//! applied (or that changed nothing) are not logged, so after replay from
+//! the log alone the next delta id is one past the largest *logged* one.
+//! Closure recomputes cannot be restored into a new state (Julia must
+//! register them again): recovery, checkpoint load and `replay_to_epoch`
+//! turn them into `NONE`, keeping their edges; `replay` (rollback of the same
+//! state) keeps them.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::checkpoint::{self, SnapPage, Snapshot};
+use crate::delta;
+use crate::error::{Error, ErrorKind, Result};
+use crate::propagate::{RC_CLOSURE, RC_NONE, RC_PASSTHROUGH};
+use crate::state::*;
+use crate::tlog::{Durability, Record, RecordRef, RecoveryReport, TLog};
+
+fn corrupt(seq: u64, msg: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::TLogCorrupt, format!("log record {seq} cannot be replayed: {msg}"))
+}
+
+fn ckpt(msg: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Checkpoint, format!("checkpoint cannot be restored: {msg}"))
+}
+
+/// Opens a state, recovering it from `cfg.tlog_path` if given.
+pub fn open(cfg: Config) -> Result<(State, RecoveryReport)> {
+    match cfg.tlog_path.clone() {
+        None => {
+            if cfg.durability != Durability::None {
+                return Err(Error::new(ErrorKind::Invalid, "durability buffered/fsync needs a tlog_path"));
+            }
+            Ok((State::from_inner(Inner::new(cfg, TLog::memory())), RecoveryReport::default()))
+        }
+        Some(p) => {
+            let (log, recs, rep) = TLog::open(&p, cfg.durability, cfg.truncate)?;
+            let mut inner = Inner::new(cfg, log);
+            for r in &recs {
+                inner.apply_record(r, false).map_err(|e| {
+                    Error::new(ErrorKind::TLogCorrupt, format!("{}: {}", p.display(), e.msg))
+                })?;
+            }
+            Ok((State::from_inner(inner), rep))
+        }
+    }
+}
+
+impl Inner {
+    /// Applies one logged record (no logging, no events).
+    pub(crate) fn apply_record(&mut self, rec: &Record, keep_closures: bool) -> Result<()> {
+        let h = &rec.header;
+        let seq = h.seq;
+        match h.kind {
+            REC_PAGE_CREATE => {
+                if h.page_id == 0 || self.slot(h.page_id).is_ok() {
+                    return Err(corrupt(seq, format!("page {} created twice", h.page_id)));
+                }
+                let page = self.make_page(h.page_id, h.aux, h.encoding, true).map_err(|e| corrupt(seq, e.msg))?;
+                self.insert_page(page);
+                self.ids.page.observe(h.page_id);
+            }
+            REC_PAGE_DELETE => {
+                self.slot(h.page_id).map_err(|e| corrupt(seq, e.msg))?;
+                self.remove_page(h.page_id);
+            }
+            REC_EDGE_ADD => {
+                self.slot(h.page_id).and_then(|_| self.slot(h.aux)).map_err(|e| corrupt(seq, e.msg))?;
+                self.graph.add_edge(h.page_id, h.aux, h.encoding).map_err(|e| corrupt(seq, e.msg))?;
+            }
+            REC_EDGE_REMOVE => {
+                self.graph.remove_edge(h.page_id, h.aux);
+            }
+            REC_RECOMPUTE_SET => {
+                if rec.payload.len() % 8 != 0 || h.aux > RC_CLOSURE as u64 {
+                    return Err(corrupt(seq, "bad recompute registration"));
+                }
+                let kind = h.aux as u8;
+                let parents: Vec<u64> = rec.payload.chunks_exact(8).map(|c| crate::diff::load64(c, 0)).collect();
+                self.check_recompute(h.page_id, kind, &parents).map_err(|e| corrupt(seq, e.msg))?;
+                self.do_recompute_set(h.page_id, kind, &parents).map_err(|e| corrupt(seq, e.msg))?;
+                if kind == RC_CLOSURE && !keep_closures {
+                    let s = self.slot_mut(h.page_id)?;
+                    s.rc.kind = RC_NONE;
+                    s.rc.parents.clear();
+                }
+            }
+            REC_DELTA => {
+                let ml = h.mask_len as usize;
+                let (mask, data) = if ml <= rec.payload.len() {
+                    rec.payload.split_at(ml)
+                } else {
+                    return Err(corrupt(seq, "mask longer than the payload"));
+                };
+                let s = self.slot_mut(h.page_id).map_err(|e| corrupt(seq, e.msg))?;
+                delta::validate(h.encoding, mask, data, s.page.size as u64, h.page_id).map_err(|e| corrupt(seq, e.msg))?;
+                s.page.apply(h.encoding, mask, data).map_err(|e| corrupt(seq, e.msg))?;
+                s.page.epoch += 1;
+                self.ids.delta.observe(h.delta_id);
+                self.ids.clock.observe(h.timestamp);
+            }
+            k => return Err(corrupt(seq, format!("unknown record kind {k}"))),
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the whole state (log flushed first).
+    pub fn snapshot(&mut self) -> Result<Snapshot> {
+        self.log.flush()?;
+        let mut pages = Vec::with_capacity(self.n_pages as usize);
+        let mut signatures = Vec::new();
+        for s in self.slots.iter().flatten() {
+            pages.push(SnapPage {
+                id: s.page.id,
+                size: s.page.size as u64,
+                epoch: s.page.epoch,
+                location: s.page.location(),
+                recompute: s.rc.kind,
+                parents: s.rc.parents.clone(),
+                bytes: s.page.to_vec()?,
+            });
+            if s.rc.sig_set && s.rc.sig.len() == s.rc.parents.len() {
+                signatures.push((s.page.id, s.rc.parents.iter().copied().zip(s.rc.sig.iter().copied()).collect()));
+            }
+        }
+        let mut edges = Vec::new();
+        self.graph.edges(&mut edges);
+        Ok(Snapshot {
+            next_page_id: self.ids.page.peek(),
+            next_delta_id: self.ids.delta.peek(),
+            clock: self.ids.clock.now(),
+            log_seq: self.log.next_seq() - 1,
+            pages,
+            edges,
+            signatures,
+        })
+    }
+
+    pub fn checkpoint_write(&mut self, path: &Path) -> Result<()> {
+        let snap = self.snapshot()?;
+        checkpoint::write(path, &snap)
+    }
+
+    /// Restores a snapshot into this (empty) core.
+    fn restore(&mut self, snap: &Snapshot, keep_closures: bool) -> Result<()> {
+        for p in &snap.pages {
+            if p.id == 0 || self.slot(p.id).is_ok() {
+                return Err(ckpt(format!("page {} appears twice", p.id)));
+            }
+            let mut page = self.make_page(p.id, p.size, p.location, true).map_err(|e| ckpt(e.msg))?;
+            page.set_bytes(&p.bytes).map_err(|e| ckpt(e.msg))?;
+            page.epoch = p.epoch;
+            self.insert_page(page);
+        }
+        for &(p, c, k) in &snap.edges {
+            if self.slot(p).is_err() || self.slot(c).is_err() {
+                return Err(ckpt(format!("edge {p} -> {c} names a missing page")));
+            }
+            self.graph.add_edge(p, c, k).map_err(|e| ckpt(e.msg))?;
+        }
+        for p in &snap.pages {
+            let kind = match p.recompute {
+                RC_CLOSURE if !keep_closures => RC_NONE,
+                k if k <= RC_CLOSURE => k,
+                k => return Err(ckpt(format!("page {}: unknown recompute kind {k}", p.id))),
+            };
+            if kind == RC_NONE {
+                continue;
+            }
+            self.check_recompute(p.id, kind, &p.parents).map_err(|e| ckpt(e.msg))?;
+            self.do_recompute_set(p.id, kind, &p.parents).map_err(|e| ckpt(e.msg))?;
+            if kind == RC_PASSTHROUGH && p.parents.len() != 1 {
+                return Err(ckpt(format!("passthrough page {} needs one parent", p.id)));
+            }
+        }
+        for (id, sig) in &snap.signatures {
+            if let Ok(s) = self.slot_mut(*id) {
+                if s.rc.kind != RC_NONE && sig.iter().map(|x| x.0).eq(s.rc.parents.iter().copied()) {
+                    s.rc.sig = sig.iter().map(|x| x.1).collect();
+                    s.rc.sig_set = true;
+                }
+            }
+        }
+        let max_id = snap.pages.iter().map(|p| p.id).max().unwrap_or(0);
+        self.ids.page.set(snap.next_page_id.max(max_id + 1));
+        self.ids.delta.set(snap.next_delta_id);
+        self.ids.clock.set(snap.clock);
+        Ok(())
+    }
+
+    /// Moves the pages, graph, ids of `fresh` into this state (keeps the log,
+    /// config, events switch and stats).
+    fn take_core(&mut self, fresh: Inner) {
+        self.slots = fresh.slots;
+        self.n_pages = fresh.n_pages;
+        self.page_bytes = fresh.page_bytes;
+        self.graph = fresh.graph;
+        self.ids.page.set(fresh.ids.page.peek());
+        self.ids.delta.set(fresh.ids.delta.peek());
+        self.ids.clock.set(fresh.ids.clock.now());
+        self.prop.clear();
+    }
+
+    fn scratch_inner(&self) -> Inner {
+        Inner::new(self.cfg.clone(), TLog::memory())
+    }
+
+    /// Loads a checkpoint into this empty state, then replays the records of
+    /// this state's log that follow the checkpoint's log position.
+    pub fn checkpoint_load(&mut self, path: &Path) -> Result<()> {
+        if self.n_pages != 0 || self.prop.active {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("checkpoint {} can only be loaded into an empty state ({} pages present)", path.display(), self.n_pages),
+            ));
+        }
+        let snap = checkpoint::read(path)?;
+        let mut fresh = self.scratch_inner();
+        fresh.restore(&snap, false).map_err(|e| {
+            Error::new(ErrorKind::Checkpoint, format!("{}: {}", path.display(), e.msg))
+        })?;
+        let last = self.log.next_seq() - 1;
+        let base_seq = if last > snap.log_seq {
+            for r in self.log.records_from(snap.log_seq + 1)? {
+                fresh.apply_record(&r, false)?;
+            }
+            snap.log_seq
+        } else {
+            last
+        };
+        self.take_core(fresh);
+        self.base = Some((Arc::new(snap), base_seq));
+        Ok(())
+    }
+
+    /// Rolls the state back to the log prefix ending at `upto`; the log is
+    /// cut there too.
+    pub fn replay(&mut self, upto: u64) -> Result<()> {
+        if self.prop.pending.is_some() {
+            return Err(self.busy("replay"));
+        }
+        let last = self.log.next_seq() - 1;
+        let (base, base_seq) = match &self.base {
+            Some((b, s)) => (Some(b.clone()), *s),
+            None => (None, 0),
+        };
+        if upto > last || upto < base_seq {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("replay upto {upto}: the log holds records {} to {last}", base_seq + 1),
+            ));
+        }
+        let mut fresh = self.scratch_inner();
+        if let Some(b) = &base {
+            fresh.restore(b, true)?;
+        }
+        for seq in base_seq + 1..=upto {
+            let r = self.log.get(seq)?;
+            fresh.apply_record(&r, true)?;
+        }
+        self.log.truncate_after(upto)?;
+        self.take_core(fresh);
+        self.base = base.map(|b| (b, base_seq));
+        Ok(())
+    }
+
+    /// A new in-memory state with every page as of epoch `min(epoch, current)`.
+    pub fn replay_to_epoch(&self, epoch: u64) -> Result<Inner> {
+        let cfg = Config { tlog_path: None, durability: Durability::None, truncate: false, ..self.cfg.clone() };
+        let mut fresh = Inner::new(cfg, TLog::memory());
+        let base_seq = match &self.base {
+            Some((b, s)) => {
+                if let Some(p) = b.pages.iter().find(|p| p.epoch > epoch) {
+                    return Err(Error::new(
+                        ErrorKind::Invalid,
+                        format!("epoch {epoch} of page {} predates the checkpoint this state was loaded from (epoch {})", p.id, p.epoch),
+                    ));
+                }
+                fresh.restore(b, false)?;
+                fresh.base = Some((b.clone(), 0));
+                *s
+            }
+            None => 0,
+        };
+        for seq in base_seq + 1..self.log.next_seq() {
+            let r = self.log.get(seq)?;
+            if r.header.kind == REC_DELTA {
+                match fresh.slot(r.header.page_id) {
+                    Ok(s) if s.page.epoch >= epoch => continue,
+                    _ => {}
+                }
+            }
+            fresh.apply_record(&r, false)?;
+            let ml = (r.header.mask_len as usize).min(r.payload.len());
+            let (mask, data) = r.payload.split_at(ml);
+            fresh.log.append(&RecordRef { header: r.header, mask, data })?;
+        }
+        fresh.ids.page.set(self.ids.page.peek());
+        fresh.ids.delta.set(self.ids.delta.peek());
+        fresh.ids.clock.set(self.ids.clock.now());
+        fresh.events_on = false;
+        Ok(fresh)
+    }
+}
