@@ -23,8 +23,8 @@ function build_library()
         @info "MMSB: using prebuilt library from MMSB_LIB" prebuilt
         return abspath(prebuilt)
     end
-    cargo = Sys.which("cargo")
-    cargo === nothing && error("MMSB needs Rust's cargo on PATH to build its library (https://rustup.rs), or MMSB_LIB pointing at a prebuilt libmmsb")
+    Sys.which("cargo") === nothing &&
+        error("MMSB needs Rust's cargo on PATH to build its library (https://rustup.rs), or MMSB_LIB pointing at a prebuilt libmmsb")
     target = joinpath(ROOT, "target")
     if !writable(target)  # e.g. a read-only package directory
         target = joinpath(first(DEPOT_PATH), "mmsb-build", string(hash(ROOT), base = 16))
@@ -32,7 +32,7 @@ function build_library()
     end
     manifest = joinpath(ROOT, "Cargo.toml")
     target = get(ENV, "CARGO_TARGET_DIR", target)
-    cmd = `$cargo build --release --locked --manifest-path $manifest --target-dir $target -p mmsb`
+    cmd = `cargo build --release --locked --manifest-path $manifest --target-dir $target -p mmsb`
     @info "MMSB: building the Rust library" cmd
     run(cmd)
     lib = joinpath(target, "release", "libmmsb." * Libdl.dlext)

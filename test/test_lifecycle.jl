@@ -60,28 +60,26 @@
         return_to_pool!(pooled); mmsb_stop(fresh)
     end
 
+    # Functions, so that no state stays reachable from a top-level local.
+    function churn(n, size; stop)
+        for i in 1:n
+            st = mmsb_start()
+            create_page(st; size = size)
+            stop(i) && mmsb_stop(st)
+        end
+    end
+    rss_kib() = parse(Int, split(first(filter(l -> startswith(l, "VmRSS"), readlines("/proc/self/status"))))[2])
+
     @testset "10,000 states leave no native memory behind" begin
         GC.gc(); GC.gc()
         base = live_native_states()
-        for i in 1:5_000
-            st = mmsb_start()
-            create_page(st; size = 1024)
-            mmsb_stop(st)
-        end
+        churn(5_000, 1024; stop = i -> true)
         @test live_native_states() == base
-        for i in 1:5_000                           # dropped to the GC
-            st = mmsb_start()
-            create_page(st; size = 1024)
-        end
+        churn(5_000, 1024; stop = i -> false)      # dropped to the GC
         GC.gc(); GC.gc(); GC.gc()
         @test live_native_states() == base
-        rss_kib() = parse(Int, split(first(filter(l -> startswith(l, "VmRSS"), readlines("/proc/self/status"))))[2])
         before = rss_kib()
-        for i in 1:10_000
-            st = mmsb_start()
-            create_page(st; size = 16 * 1024)
-            i % 2 == 0 ? mmsb_stop(st) : nothing
-        end
+        churn(10_000, 16 * 1024; stop = iseven)
         GC.gc(); GC.gc(); GC.gc()
         @test live_native_states() == base
         @test rss_kib() - before < 64 * 1024       # 10,000 × 16 KiB = 160 MiB if leaked
