@@ -753,3 +753,7 @@ impl Drop for State {
         let _ = g.log.flush();
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,345 @@
+//! Unit tests of the state, propagation, batches and replay (no FFI).
+
+use super::*;
+use crate::propagate::{ENQUEUE_SELF, RC_CLOSURE, RC_PASSTHROUGH};
+
+fn st() -> Inner {
+    Inner::new(Config::default(), TLog::memory())
+}
+
+fn page(s: &mut Inner, size: u64) -> u64 {
+    s.page_create(size, LOC_CPU).unwrap().id
+}
+
+fn read(s: &Inner, id: u64) -> Vec<u8> {
+    let mut v = vec![0u8; s.slot(id).unwrap().page.size];
+    s.page_read(id, &mut v).unwrap();
+    v
+}
+
+fn evs(s: &mut Inner) -> Vec<(u64, u64)> {
+    s.events.drain(..).map(|e| (e.kind, e.page_id)).collect()
+}
+
+#[test]
+fn epochs_and_noop_writes() {
+    let mut s = st();
+    let a = page(&mut s, 100);
+    assert_eq!(a, 1);
+    let w = s.page_write(a, &[0u8; 100], 0).unwrap();
+    assert_eq!((w.delta_id, w.epoch), (0, 0));
+    assert_eq!(s.log.len(), 1); // create only
+    let mut b = vec![0u8; 100];
+    b[7] = 1;
+    let w = s.page_write(a, &b, 0).unwrap();
+    assert_eq!((w.delta_id, w.epoch), (1, 1));
+    let w = s.page_write(a, &b, 0).unwrap();
+    assert_eq!((w.delta_id, w.epoch), (0, 1));
+    assert_eq!(s.next_ids(), (2, 2));
+    assert_eq!(read(&s, a), b);
+    assert_eq!(s.page_write(a, &[0u8; 5], 0).unwrap_err().kind, ErrorKind::Dimension);
+    assert_eq!(s.page_write(9, &[0u8; 5], 0).unwrap_err().kind, ErrorKind::PageNotFound);
+    assert_eq!(s.log.len(), 2);
+    // dense write (everything changes)
+    let w = s.page_write(a, &[9u8; 100], 0).unwrap();
+    assert_eq!((w.delta_id, w.epoch), (2, 2));
+    assert_eq!(s.log.get(3).unwrap().header.encoding, ENC_DENSE);
+    assert_eq!(s.log.get(2).unwrap().header.encoding, ENC_SPARSE);
+}
+
+#[test]
+fn routed_deltas_and_strict_epochs() {
+    let mut s = st();
+    s.cfg.strict_epochs = true;
+    let a = page(&mut s, 16);
+    let st1 = s.delta_stamp(a).unwrap();
+    let st2 = s.delta_stamp(a).unwrap();
+    let mask = [0xFFu8, 0];
+    let d1 = DeltaIn { id: st1.id, page_id: a, base_epoch: 0, timestamp: st1.timestamp, source: 0, encoding: ENC_DENSE, mask: &mask, payload: &[5u8; 16] };
+    let w = s.delta_route(&d1, 0).unwrap();
+    assert_eq!((w.delta_id, w.epoch), (st1.id, 1));
+    // routed again: stale under strict_epochs; otherwise it changes nothing
+    assert_eq!(s.delta_route(&d1, 0).unwrap_err().kind, ErrorKind::StaleDelta);
+    s.cfg.strict_epochs = false;
+    let w = s.delta_route(&d1, 0).unwrap();
+    assert_eq!((w.delta_id, w.epoch), (0, 1));
+    s.cfg.strict_epochs = true;
+    let d2 = DeltaIn { id: st2.id, ..d1 };
+    let n = s.log.len();
+    assert_eq!(s.delta_route(&d2, 0).unwrap_err().kind, ErrorKind::StaleDelta);
+    assert_eq!(s.log.len(), n);
+    let bad = DeltaIn { id: 99, base_epoch: 1, ..d1 };
+    assert_eq!(s.delta_route(&bad, 0).unwrap_err().kind, ErrorKind::Invalid);
+}
+
+fn chain_diamond() -> (Inner, [u64; 4]) {
+    // a -> b, a -> c, b -> d, c -> d ; b, c passthrough of a; d closure of b, c
+    let mut s = st();
+    let a = page(&mut s, 8);
+    let b = page(&mut s, 8);
+    let c = page(&mut s, 8);
+    let d = page(&mut s, 8);
+    s.recompute_set(b, RC_PASSTHROUGH, &[a]).unwrap();
+    s.recompute_set(c, RC_PASSTHROUGH, &[a]).unwrap();
+    s.recompute_set(d, RC_CLOSURE, &[b, c]).unwrap();
+    (s, [a, b, c, d])
+}
+
+#[test]
+fn diamond_join_recomputed_once_with_events_in_order() {
+    let (mut s, [a, b, c, d]) = chain_diamond();
+    s.events_enable(true);
+    let w = s.page_write(a, &[1u8; 8], WRITE_PROPAGATE).unwrap();
+    assert_eq!((w.prop_status, w.pending_page), (1, d));
+    assert_eq!(read(&s, b), vec![1u8; 8]);
+    assert_eq!(read(&s, c), vec![1u8; 8]);
+    // busy guard while d is pending
+    assert_eq!(s.page_write(a, &[2u8; 8], WRITE_PROPAGATE).unwrap_err().kind, ErrorKind::Busy);
+    assert_eq!(s.prop_run().unwrap_err().kind, ErrorKind::Busy);
+    assert_eq!(s.prop_submit(b, &[0; 8]).unwrap_err().kind, ErrorKind::Busy);
+    let did = s.prop_submit(d, &[2u8; 8]).unwrap();
+    assert!(did > 0);
+    assert_eq!(s.prop_run().unwrap(), PropStep { status: 0, page_id: 0 });
+    assert_eq!(s.stats.recomputes_run, 3);
+    assert_eq!(s.stats.propagation_cycles, 1);
+    let e = evs(&mut s);
+    assert_eq!(
+        e,
+        vec![
+            (EV_DELTA_APPLIED, a),
+            (EV_PAGE_CHANGED, a),
+            (EV_INVALIDATED, b),
+            (EV_DELTA_APPLIED, b),
+            (EV_PAGE_CHANGED, b),
+            (EV_INVALIDATED, c),
+            (EV_DELTA_APPLIED, c),
+            (EV_PAGE_CHANGED, c),
+            (EV_INVALIDATED, d),
+            (EV_DELTA_APPLIED, d),
+            (EV_PAGE_CHANGED, d),
+        ]
+    );
+    // signature unchanged -> skipped and counted
+    s.prop_enqueue(&[d], ENQUEUE_SELF).unwrap();
+    assert_eq!(s.prop_run().unwrap().status, 0);
+    assert_eq!(s.stats.recomputes_skipped, 1);
+}
+
+#[test]
+fn early_cutoff_stores_signature_and_stops() {
+    let (mut s, [a, b, _c, d]) = chain_diamond();
+    // d computes the same bytes it has: cutoff, signature stored
+    let w = s.page_write(a, &[1u8; 8], WRITE_PROPAGATE).unwrap();
+    assert_eq!(w.pending_page, d);
+    assert_eq!(s.prop_submit(d, &[0u8; 8]).unwrap(), 0);
+    s.prop_run().unwrap();
+    assert_eq!(s.stats.recomputes_cutoff, 1);
+    assert_eq!(s.slot(d).unwrap().page.epoch, 0);
+    s.prop_enqueue(&[d], ENQUEUE_SELF).unwrap();
+    assert_eq!(s.prop_run().unwrap().status, 0);
+    assert_eq!(s.stats.recomputes_skipped, 1);
+    // passthrough with unchanged parent bytes: b is cut off when revisited with a new signature
+    let e = s.slot(a).unwrap().page.epoch;
+    let mut x = vec![1u8; 8];
+    x[0] = 3;
+    s.page_write(a, &x, 0).unwrap();
+    s.page_write(a, &[1u8; 8], 0).unwrap();
+    assert_eq!(s.slot(a).unwrap().page.epoch, e + 2);
+    s.prop_enqueue(&[b], ENQUEUE_SELF).unwrap();
+    assert_eq!(s.prop_run().unwrap().status, 0);
+    assert_eq!(s.stats.recomputes_cutoff, 2);
+    assert_eq!(s.slot(b).unwrap().page.epoch, 1);
+}
+
+#[test]
+fn failed_recompute_marks_stale_and_retries() {
+    let mut s = st();
+    let a = page(&mut s, 4);
+    let b = page(&mut s, 4);
+    let c = page(&mut s, 4);
+    s.recompute_set(b, RC_CLOSURE, &[a]).unwrap();
+    s.recompute_set(c, RC_PASSTHROUGH, &[b]).unwrap();
+    let w = s.page_write(a, &[1; 4], WRITE_PROPAGATE).unwrap();
+    assert_eq!(w.pending_page, b);
+    s.prop_fail(b).unwrap();
+    assert!(s.page_info(b).unwrap().stale);
+    assert_eq!(s.prop_fail(b).unwrap_err().kind, ErrorKind::Busy);
+    // the next cycle (any propagating write) retries b
+    let z = page(&mut s, 4);
+    let w = s.page_write(z, &[1; 4], WRITE_PROPAGATE).unwrap();
+    assert_eq!(w.pending_page, b);
+    s.prop_submit(b, &[7; 4]).unwrap();
+    assert_eq!(s.prop_run().unwrap().status, 0);
+    assert!(!s.page_info(b).unwrap().stale);
+    assert_eq!(read(&s, c), vec![7; 4]);
+}
+
+#[test]
+fn graph_errors_leave_state_unchanged() {
+    let mut s = st();
+    let a = page(&mut s, 4);
+    let b = page(&mut s, 8);
+    s.edge_add(a, b, 0).unwrap();
+    let n = s.log.len();
+    s.edge_add(a, b, 0).unwrap(); // no-op, not logged
+    assert_eq!(s.log.len(), n);
+    assert_eq!(s.edge_add(b, a, 0).unwrap_err().kind, ErrorKind::Cycle);
+    assert_eq!(s.edge_add(a, a, 0).unwrap_err().kind, ErrorKind::Cycle);
+    assert_eq!(s.recompute_set(b, RC_PASSTHROUGH, &[a]).unwrap_err().kind, ErrorKind::Invalid);
+    assert_eq!(s.page_delete(a, false).unwrap_err().kind, ErrorKind::HasDependents);
+    assert_eq!(s.log.len(), n);
+    s.page_delete(a, true).unwrap();
+    assert_eq!(s.graph.edge_count(), 0);
+    assert_eq!(s.next_ids().0, 3);
+}
+
+#[test]
+fn batch_sequential_equals_parallel() {
+    let run = |flags: u32| {
+        let mut s = st();
+        s.cfg.threads = 3;
+        s.events_enable(true);
+        let ids: Vec<u64> = (0..6).map(|_| page(&mut s, 200)).collect();
+        let mut stamps = Vec::new();
+        for k in 0..24 {
+            stamps.push(s.delta_stamp(ids[k % 6]).unwrap());
+        }
+        let masks: Vec<Vec<u8>> = (0..24).map(|k| (0..25).map(|j| ((k * 31 + j * 7) % 256) as u8).collect()).collect();
+        let pays: Vec<Vec<u8>> = (0..24).map(|k| (0..200).map(|j| ((k + j) % 5) as u8).collect()).collect();
+        let ds: Vec<DeltaIn> = (0..24)
+            .rev()
+            .map(|k| DeltaIn {
+                id: stamps[k].id,
+                page_id: ids[k % 6],
+                base_epoch: 0,
+                timestamp: stamps[k].timestamp,
+                source: SOURCE_BATCH,
+                encoding: ENC_DENSE,
+                mask: &masks[k],
+                payload: &pays[k],
+            })
+            .collect();
+        let out = s.route_batch(&ds, flags).unwrap();
+        let bytes: Vec<Vec<u8>> = ids.iter().map(|&i| read(&s, i)).collect();
+        let epochs: Vec<u64> = ids.iter().map(|&i| s.slot(i).unwrap().page.epoch).collect();
+        let log: Vec<_> = s.log.records_from(1).unwrap();
+        (out, bytes, epochs, log, s.events.clone())
+    };
+    let a = run(WRITE_PROPAGATE);
+    let b = run(WRITE_PROPAGATE | WRITE_PARALLEL);
+    assert!(a.0.applied > 0);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn batch_validates_all_first() {
+    let mut s = st();
+    let a = page(&mut s, 8);
+    let st1 = s.delta_stamp(a).unwrap();
+    let good = DeltaIn { id: st1.id, page_id: a, base_epoch: 0, timestamp: 1, source: 2, encoding: ENC_DENSE, mask: &[0xFF], payload: &[1; 8] };
+    let bad = DeltaIn { mask: &[0xFF, 0], ..good };
+    let n = s.log.len();
+    assert_eq!(s.route_batch(&[good, bad], 0).unwrap_err().kind, ErrorKind::Dimension);
+    assert_eq!(s.log.len(), n);
+    assert_eq!(read(&s, a), vec![0; 8]);
+    // strict: the second delta on the same base is stale once the first applies
+    s.cfg.strict_epochs = true;
+    let st2 = s.delta_stamp(a).unwrap();
+    let second = DeltaIn { id: st2.id, payload: &[2; 8], ..good };
+    assert_eq!(s.route_batch(&[good, second], 0).unwrap_err().kind, ErrorKind::StaleDelta);
+    assert_eq!(read(&s, a), vec![0; 8]);
+}
+
+fn fingerprint(s: &Inner) -> (Vec<(u64, u64, Vec<u8>)>, Vec<(u64, u64, u8)>, (u64, u64)) {
+    let pages = s.page_ids().into_iter().map(|i| (i, s.slot(i).unwrap().page.epoch, read(s, i))).collect();
+    let mut e = Vec::new();
+    s.graph.edges(&mut e);
+    (pages, e, s.next_ids())
+}
+
+fn workload(s: &mut Inner) {
+    let a = page(s, 64);
+    let b = page(s, 64);
+    let c = page(s, 32);
+    s.recompute_set(b, RC_PASSTHROUGH, &[a]).unwrap();
+    s.edge_add(a, c, 3).unwrap();
+    for k in 0..10u8 {
+        let mut v = vec![k; 64];
+        v[k as usize] = 200;
+        s.page_write(a, &v, WRITE_PROPAGATE).unwrap();
+    }
+    let d = page(s, 16);
+    s.page_write(d, &[4; 16], 0).unwrap();
+    s.page_delete(d, false).unwrap();
+    s.edge_remove(a, c).unwrap();
+}
+
+#[test]
+fn log_replay_rebuilds_identical_state() {
+    let mut s = st();
+    workload(&mut s);
+    let fp = fingerprint(&s);
+    let mut r = st();
+    for rec in s.log.records_from(1).unwrap() {
+        r.apply_record(&rec, true).unwrap();
+    }
+    assert_eq!(fingerprint(&r), fp);
+    // rollback to a prefix and back: prefix state, log cut
+    let n = s.log.len();
+    s.replay(n).unwrap();
+    assert_eq!(fingerprint(&s), fp);
+    s.replay(7).unwrap(); // creates, recompute, edge, a's first write, b's passthrough
+    assert_eq!(s.log.len(), 7);
+    assert_eq!(s.n_pages, 3);
+    assert_eq!(s.slot(1).unwrap().page.epoch, 1);
+    assert_eq!(s.slot(2).unwrap().page.epoch, 1);
+    assert_eq!(s.next_ids(), (4, 3));
+    assert_eq!(s.replay(8).unwrap_err().kind, ErrorKind::Invalid);
+}
+
+#[test]
+fn replay_to_epoch_rebuilds_pages_at_epoch() {
+    let mut s = st();
+    workload(&mut s);
+    let r = s.replay_to_epoch(3).unwrap();
+    assert_eq!(r.slot(1).unwrap().page.epoch, 3);
+    let mut v = vec![2u8; 64];
+    v[2] = 200;
+    assert_eq!(read(&r, 1), v);
+    assert_eq!(r.slot(2).unwrap().page.epoch, 3);
+    assert_eq!(r.next_ids(), s.next_ids());
+    let full = s.replay_to_epoch(u64::MAX).unwrap();
+    assert_eq!(fingerprint(&full), fingerprint(&s));
+}
+
+#[test]
+fn checkpoint_roundtrip_then_log_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.ckpt");
+    let mut s = st();
+    workload(&mut s);
+    s.checkpoint_write(&p).unwrap();
+    let fp = fingerprint(&s);
+    let mut r = st();
+    r.checkpoint_load(&p).unwrap();
+    assert_eq!(fingerprint(&r), fp);
+    assert_eq!(r.page_info(2).unwrap().recompute, RC_PASSTHROUGH);
+    assert_eq!(r.checkpoint_load(&p).unwrap_err().kind, ErrorKind::Invalid);
+    // the restored passthrough still propagates
+    r.page_write(1, &[9; 64], WRITE_PROPAGATE).unwrap();
+    assert_eq!(read(&r, 2), vec![9; 64]);
+    // replay within the restored state rolls back to the checkpoint
+    r.replay(0).unwrap();
+    assert_eq!(fingerprint(&r), fp);
+}
+
+#[test]
+fn reset_restarts_ids() {
+    let mut s = st();
+    workload(&mut s);
+    s.reset().unwrap();
+    assert_eq!(s.next_ids(), (1, 1));
+    assert_eq!(s.log.len(), 0);
+    assert_eq!(s.n_pages, 0);
+    assert_eq!(page(&mut s, 4), 1);
+}
