@@ -13,7 +13,7 @@
 //! `dst = (dst & !m) | (src & m)` with `m` the mask byte expanded to a byte
 //! mask through a 256-entry table.
 
-use crate::diff::{block_mask, load64, nonzero_bytes};
+use crate::diff::{block_mask, load64};
 use crate::error::{Error, ErrorKind, Result};
 
 pub const ENC_DENSE: u8 = 0;
@@ -118,11 +118,6 @@ pub fn validate(encoding: u8, mask: &[u8], payload: &[u8], size: u64, page: u64)
     }
 }
 
-#[inline(always)]
-fn store64(a: &mut [u8], at: usize, w: u64) {
-    a[at..at + 8].copy_from_slice(&w.to_le_bytes());
-}
-
 /// Applies a validated dense delta to `dst`; returns bytes that changed.
 pub fn apply_dense(dst: &mut [u8], mask: &[u8], payload: &[u8]) -> u64 {
     dense_kernel(dst, mask, payload)
@@ -133,20 +128,22 @@ pub fn count_dense(dst: &[u8], mask: &[u8], payload: &[u8]) -> u64 {
     dense_count_only(dst, mask, payload)
 }
 
+#[inline(always)]
+fn mask_word(mask: &[u8], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&mask[at..at + 8]);
+    u64::from_le_bytes(w)
+}
+
 fn dense_count_only(dst: &[u8], mask: &[u8], payload: &[u8]) -> u64 {
     let n = dst.len().min(payload.len()).min(mask.len() * 8);
-    let mut changed = 0u64;
     let full = n / 64;
-    for b in 0..full {
-        let m = load64(mask, b * 8);
-        if m == 0 {
-            continue;
-        }
-        let base = b * 64;
-        for k in 0..8 {
-            let em = EXPAND[((m >> (8 * k)) & 0xFF) as usize];
-            let x = (load64(dst, base + 8 * k) ^ load64(payload, base + 8 * k)) & em;
-            changed += nonzero_bytes(x).count_ones() as u64;
+    let mut changed = 0u64;
+    for ((d, s), m) in dst.chunks_exact(64).zip(payload.chunks_exact(64)).zip(mask.chunks_exact(8)).take(full) {
+        let (Ok(d), Ok(s)) = (<&[u8; 64]>::try_from(d), <&[u8; 64]>::try_from(s)) else { continue };
+        let m = mask_word(m, 0);
+        if m != 0 {
+            changed += (block_mask(d, s) & m).count_ones() as u64;
         }
     }
     for i in full * 64..n {
@@ -157,32 +154,72 @@ fn dense_count_only(dst: &[u8], mask: &[u8], payload: &[u8]) -> u64 {
     changed
 }
 
+/// Blends one 64-byte block: `d = (d & !m) | (s & m)`, 16 bytes at a time
+/// with SSE2 (x86_64 baseline), the byte mask built from two table lookups.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn blend_block(d: &mut [u8; 64], s: &[u8; 64], m: u64) {
+    use std::arch::x86_64::*;
+    let mut k = 0;
+    while k < 4 {
+        let bits = (m >> (16 * k)) & 0xFFFF;
+        if bits != 0 {
+            let lo = EXPAND[(bits & 0xFF) as usize] as i64;
+            let hi = EXPAND[(bits >> 8) as usize] as i64;
+            // SAFETY: SSE2 is baseline on x86_64; both pointers address 16
+            // in-bounds bytes of 64-byte arrays (k < 4); loadu/storeu need
+            // no alignment; `d` is exclusively borrowed.
+            unsafe {
+                let pd = d.as_mut_ptr().add(16 * k) as *mut __m128i;
+                let ps = s.as_ptr().add(16 * k) as *const __m128i;
+                let mk = _mm_set_epi64x(hi, lo);
+                let r = _mm_or_si128(_mm_and_si128(mk, _mm_loadu_si128(ps)), _mm_andnot_si128(mk, _mm_loadu_si128(pd)));
+                _mm_storeu_si128(pd, r);
+            }
+        }
+        k += 1;
+    }
+}
+
+/// Blends one 64-byte block: `d = (d & !m) | (s & m)` per 8-byte word.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn blend_block(d: &mut [u8; 64], s: &[u8; 64], m: u64) {
+    let mut k = 0;
+    while k < 8 {
+        let em = EXPAND[((m >> (8 * k)) & 0xFF) as usize];
+        let dw = load64(d, 8 * k);
+        let sw = load64(s, 8 * k);
+        d[8 * k..8 * k + 8].copy_from_slice(&((dw & !em) | (sw & em)).to_le_bytes());
+        k += 1;
+    }
+}
+
 fn dense_kernel(dst: &mut [u8], mask: &[u8], payload: &[u8]) -> u64 {
     let n = dst.len().min(payload.len()).min(mask.len() * 8);
-    let mut changed = 0u64;
     let full = n / 64;
-    for b in 0..full {
-        let m = load64(mask, b * 8);
-        if m == 0 {
+    let mut changed = 0u64;
+    for ((d, s), m) in dst.chunks_exact_mut(64).zip(payload.chunks_exact(64)).zip(mask.chunks_exact(8)).take(full) {
+        let (Ok(d), Ok(s)) = (<&mut [u8; 64]>::try_from(d), <&[u8; 64]>::try_from(s)) else { continue };
+        let m = mask_word(m, 0);
+        // bytes that are masked and differ: the only ones that need a store
+        let cm = block_mask(d, s) & m;
+        if cm == 0 {
             continue;
         }
-        let base = b * 64;
-        if m == !0 {
-            let d = &mut dst[base..base + 64];
-            let s = &payload[base..base + 64];
-            if let (Ok(x), Ok(y)) = (<&[u8; 64]>::try_from(&*d), <&[u8; 64]>::try_from(s)) {
-                changed += block_mask(x, y).count_ones() as u64;
-            }
+        changed += cm.count_ones() as u64;
+        if cm == !0 {
             d.copy_from_slice(s);
-            continue;
-        }
-        for k in 0..8 {
-            let em = EXPAND[((m >> (8 * k)) & 0xFF) as usize];
-            let at = base + 8 * k;
-            let d = load64(dst, at);
-            let s = load64(payload, at);
-            changed += nonzero_bytes((d ^ s) & em).count_ones() as u64;
-            store64(dst, at, (d & !em) | (s & em));
+        } else if cm.count_ones() <= 4 {
+            // a few changed bytes: copy them one by one
+            let mut c = cm;
+            while c != 0 {
+                let i = c.trailing_zeros() as usize & 63;
+                d[i] = s[i];
+                c &= c - 1;
+            }
+        } else {
+            blend_block(d, s, cm);
         }
     }
     for i in full * 64..n {
@@ -203,8 +240,15 @@ pub fn apply_sparse(dst: &mut [u8], mask: &[u8], data: &[u8]) -> u64 {
         let (Some(d), Some(src)) = (dst.get_mut(s..s + l), data.get(off..off + l)) else {
             break;
         };
-        changed += crate::diff::count_diff(d, src);
-        d.copy_from_slice(src);
+        if l < 16 {
+            for (x, y) in d.iter_mut().zip(src) {
+                changed += (*x != *y) as u64;
+                *x = *y;
+            }
+        } else {
+            changed += crate::diff::count_diff(d, src);
+            d.copy_from_slice(src);
+        }
         off += l;
     }
     changed

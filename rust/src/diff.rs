@@ -201,15 +201,31 @@ pub fn for_each_run(bitmap: &[u8], n: usize, mut f: impl FnMut(usize, usize)) {
 
 /// Builds the sparse encoding of a diff: `mask` receives the `(start, len)`
 /// pairs as little-endian `u64`s, `data` the changed bytes of `new`.
-pub fn encode_sparse(bitmap: &[u8], new: &[u8], mask: &mut Vec<u8>, data: &mut Vec<u8>) {
+/// `sum` (from the same diff) sizes both buffers up front.
+pub fn encode_sparse(bitmap: &[u8], new: &[u8], sum: DiffSummary, mask: &mut Vec<u8>, data: &mut Vec<u8>) {
     mask.clear();
     data.clear();
+    mask.resize(sum.runs as usize * 16, 0);
+    data.resize(sum.changed as usize, 0);
     let n = new.len();
+    let (mut mi, mut di) = (0usize, 0usize);
     for_each_run(bitmap, n, |s, l| {
-        mask.extend_from_slice(&(s as u64).to_le_bytes());
-        mask.extend_from_slice(&(l as u64).to_le_bytes());
-        data.extend_from_slice(&new[s..s + l]);
+        if let (Some(m), Some(d), Some(src)) = (mask.get_mut(mi..mi + 16), data.get_mut(di..di + l), new.get(s..s + l)) {
+            m[..8].copy_from_slice(&(s as u64).to_le_bytes());
+            m[8..].copy_from_slice(&(l as u64).to_le_bytes());
+            if l <= 8 {
+                for (x, y) in d.iter_mut().zip(src) {
+                    *x = *y;
+                }
+            } else {
+                d.copy_from_slice(src);
+            }
+        }
+        mi += 16;
+        di += l;
     });
+    mask.truncate(mi);
+    data.truncate(di);
 }
 
 /// Scalar reference: bitmap and changed count, byte by byte.
@@ -341,7 +357,7 @@ mod tests {
             prop_assert_eq!(s.runs, rr.len() as u64);
             prop_assert_eq!(runs_of(&bm, old.len()), rr.clone());
             let (mut m, mut d) = (Vec::new(), Vec::new());
-            encode_sparse(&bm, &new, &mut m, &mut d);
+            encode_sparse(&bm, &new, s, &mut m, &mut d);
             prop_assert_eq!(m.len(), rr.len() * 16);
             prop_assert_eq!(d.len() as u64, rc);
         }

@@ -232,7 +232,7 @@ pub(crate) fn write_core(
                 return Ok(None);
             }
             if sum.prefer_sparse(size) {
-                diff::encode_sparse(&scratch.bitmap, new, &mut scratch.mask, &mut scratch.data);
+                diff::encode_sparse(&scratch.bitmap, new, sum, &mut scratch.mask, &mut scratch.data);
                 header.encoding = ENC_SPARSE;
                 header.mask_len = scratch.mask.len() as u64;
                 let seq = log.append(&RecordRef { header, mask: &scratch.mask, data: &scratch.data })?;
