@@ -188,24 +188,27 @@ impl Graph {
         Ok(true)
     }
 
+    /// Raises `start` to at least `h` and its descendants as needed, in
+    /// ascending height order so each node's children are scanned once.
     fn raise(&mut self, start: u64, h: u64) {
         if self.height(start) >= h {
             return;
         }
-        self.stack.clear();
         if let Some(n) = self.node_mut(start) {
             n.height = h;
         }
-        self.stack.push(start);
-        while let Some(x) = self.stack.pop() {
-            let hx = self.height(x);
-            let nc = self.children(x).len();
-            for k in 0..nc {
+        let mut heap = BinaryHeap::new();
+        heap.push(Reverse((h, start)));
+        while let Some(Reverse((hx, x))) = heap.pop() {
+            if self.height(x) != hx {
+                continue; // raised again since it was pushed
+            }
+            for k in 0..self.children(x).len() {
                 let c = self.nodes[x as usize].children[k].0;
                 let n = &mut self.nodes[c as usize];
                 if n.height <= hx {
                     n.height = hx + 1;
-                    self.stack.push(c);
+                    heap.push(Reverse((hx + 1, c)));
                 }
             }
         }
