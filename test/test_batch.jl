@@ -288,3 +288,37 @@ end
     @test canonical_snapshot(st) == snap
     mmsb_stop(st)
 end
+
+@testset "batch: a write from another task waits for a running recompute" begin
+    # SPEC §7: concurrent writers serialize. A write from another task (or
+    # thread) while a recompute runs is not a write *from* the recompute.
+    st = mmsb_start()
+    a = create_page(st; size = 4).id
+    b = create_page(st; size = 4).id
+    x = create_page(st; size = 4).id
+    entered = Channel{Nothing}(1)
+    register_recompute!(st, b, [a]) do v, p
+        isready(entered) || put!(entered, nothing)
+        for _ in 1:20
+            yield()                                     # e.g. logging or I/O in a recompute
+        end
+        read_page(v, a)
+    end
+    t = @async update_page(st, a, fill(0x01, 4))
+    take!(entered)
+    errs = Any[]
+    for (k, f) in enumerate((() -> update_page(st, x, fill(0x02, 4)),
+                             () -> route_delta!(st, create_delta(st, x, [1:1], UInt8[0x03])),
+                             () -> batch_route_deltas!(st, [create_delta(st, x, [2:2], UInt8[0x04])])))
+        try
+            f()
+        catch e
+            push!(errs, e)
+        end
+    end
+    wait(t)
+    @test isempty(errs)
+    @test read_page(st, x) == UInt8[0x03, 0x04, 0x02, 0x02]
+    @test read_page(st, b) == fill(0x01, 4)
+    mmsb_stop(st)
+end
