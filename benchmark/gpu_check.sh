@@ -22,6 +22,11 @@ build() {
            | grep '"test":true' | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)"
     [ -n "$exe" ] && [ -x "$exe" ] || { echo "gpu_check build: lib test binary not found" >&2; exit 1; }
     cp -f "$exe" "$BIN/mmsb-lib-tests"
+    json="$(cargo test --release --test gpu_pages --no-run --message-format=json)"
+    exe="$(printf '%s\n' "$json" | grep '"reason":"compiler-artifact"' | grep '"name":"gpu_pages"' \
+           | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)"
+    [ -n "$exe" ] && [ -x "$exe" ] || { echo "gpu_check build: gpu_pages test binary not found" >&2; exit 1; }
+    cp -f "$exe" "$BIN/mmsb-gpu-pages"
     git -C "$ROOT" rev-parse HEAD > "$BIN/COMMIT" 2>/dev/null || true
     echo "built $BIN/mmsb-lib-tests from $exe"
     ls -l "$BIN"
@@ -93,6 +98,14 @@ run() {
     [ $trc -ne 0 ] && rc=1
     [ $skipped -eq 1 ] && { echo "FAIL: GPU tests were skipped: the device is not usable" >> "$log"; rc=1; }
     echo "tests: rc=$trc in $((SECONDS - t0)) s: $summary" >> "$log"
+    echo "== GPU pages through the C ABI (tests/gpu_pages.rs)" >> "$log"
+    t0=$SECONDS
+    timeout 180 "$BIN/mmsb-gpu-pages" --test-threads=1 --nocapture > "$out/abi.txt" 2>&1; local arc=$?
+    cat "$out/abi.txt" >> "$log"
+    grep -q 'GPU not available: skipping' "$out/abi.txt" && { skipped=1; rc=1; }
+    [ $arc -ne 0 ] && rc=1
+    echo "abi tests: rc=$arc in $((SECONDS - t0)) s" >> "$log"
+    local e2e; e2e="$(grep -o 'GPU_E2E .*' "$out/abi.txt" | sed 's/^GPU_E2E //' | tr '\n' ';')"
     echo "== bench" >> "$log"
     t0=$SECONDS
     MMSB_GPU_BENCH_JSON="$out/gpu_bench.json" timeout 150 "$exe" gpu::tests::gpu_bench --exact --ignored --nocapture \
@@ -100,11 +113,11 @@ run() {
     cat "$out/bench.txt" >> "$log"
     echo "bench: rc=$brc in $((SECONDS - t0)) s" >> "$log"
     local bench='null'; [ -s "$out/gpu_bench.json" ] && bench="$(cat "$out/gpu_bench.json")"
-    printf '{"commit":"%s","gpu":"%s","libcuda":"%s","libnvrtc":"%s","tests_rc":%d,"tests_skipped":%s,"tests_summary":"%s","bench_rc":%d,"bench":%s,"ok":%s}\n' \
+    printf '{"commit":"%s","gpu":"%s","libcuda":"%s","libnvrtc":"%s","tests_rc":%d,"tests_skipped":%s,"tests_summary":"%s","abi_rc":%d,"abi_e2e":"%s","bench_rc":%d,"bench":%s,"ok":%s}\n' \
         "$(jstr "$(cat "$BIN/COMMIT" 2>/dev/null)")" "$(jstr "$(nvidia-smi -L 2>/dev/null | head -1)")" \
         "$(jstr "${CUDA_FILE:-}")" "$(jstr "${NVRTC_FILE:-}")" "$trc" "$([ $skipped -eq 1 ] && echo true || echo false)" \
-        "$(jstr "$summary")" "$brc" "$bench" "$([ $rc -eq 0 ] && echo true || echo false)" > "$out/gpu_results.json"
-    rm -f "$out/tests.txt" "$out/bench.txt"
+        "$(jstr "$summary")" "$arc" "$(jstr "$e2e")" "$brc" "$bench" "$([ $rc -eq 0 ] && echo true || echo false)" > "$out/gpu_results.json"
+    rm -f "$out/tests.txt" "$out/bench.txt" "$out/abi.txt"
     cat "$log"
     echo "results: $out/gpu_results.json"
     exit $rc

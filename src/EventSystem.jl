@@ -155,6 +155,7 @@ end
 function drain_native_events!(st::MMSBState, out::Vector{Event} = st.batch === nothing ? Event[] : st.batch.events)
     h = handle(st)
     buf = st.event_buf
+    isempty(buf) && resize!(buf, 256)
     while true
         n = events_drain!(h, buf)
         for i in 1:n

@@ -32,11 +32,14 @@ the declared dependencies never disagree.
 """
 function remove_dependency!(st::MMSBState, parent, child)
     h = handle(st)
-    cid = page_id(child)
+    pid, cid = page_id(parent), page_id(child)
     lock(st.lock) do
-        edge_remove(h, page_id(parent), cid)
-        r = get(st.recomputes, cid, nothing)
-        r !== nothing && page_id(parent) in r.parents && delete!(st.recomputes, cid)
+        info = page_info(h, cid)
+        if info.recompute != RECOMPUTE_NONE && pid in signature(h, cid)[1]
+            recompute_set(h, cid, RECOMPUTE_NONE, UInt64[])
+            delete!(st.recomputes, cid)
+        end
+        edge_remove(h, pid, cid)
     end
     return nothing
 end

@@ -76,11 +76,11 @@ mutable struct MMSBState
     delivering::Bool                      # callbacks are running: writes are queued
     in_recompute::Bool                    # a recompute function is running: writes refused
     deferred::Vector{Any}                 # writes queued by callbacks
-    event_buf::Vector{CEvent}
+    event_buf::Vector{CEvent}             # drain buffer, sized on first use
     recovery::NamedTuple{(:records, :bytes_truncated),Tuple{Int,Int}}
     function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
         st = new(handle, config, ReentrantLock(), Dict{UInt64,Any}(), Any[], nothing,
-                 false, false, false, Any[], Vector{CEvent}(undef, 256),
+                 false, false, false, Any[], CEvent[],
                  (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)))
         finalizer(free_handle!, st)
         return st
