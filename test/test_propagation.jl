@@ -589,3 +589,31 @@ end
         mmsb_stop(st)
     end
 end
+
+@testset "propagation: error paths change nothing" begin
+    st = mmsb_start()
+    a = create_page(st; size = 4).id
+    b = create_page(st; size = 4).id
+    f = (v, p) -> read_page(v, a)
+    deps0 = dependencies(st)
+    n0 = length(tlog_entries(st))
+    @test_throws PageNotFoundError register_recompute!(f, st, b, [a, 999])   # a missing parent
+    @test_throws PageNotFoundError register_recompute!(f, st, 999, [a])      # a missing child
+    @test_throws ArgumentError register_recompute!(f, st, b, [a, a])         # a parent twice
+    @test_throws ArgumentError register_recompute!(f, st, b, [0])
+    @test dependencies(st) == deps0 && length(tlog_entries(st)) == n0
+    @test compute_signature(st, b) == RecomputeSignature(UInt64[], UInt64[])
+    @test_throws PageNotFoundError propagate_change!(st, [999])
+    @test_throws PageNotFoundError recompute_page!(st, 999)
+    register_recompute!(f, st, b, [a])
+    update_page(st, a, fill(0x01, 4))
+    snap = canonical_snapshot(st)
+    @test_throws PageNotFoundError propagate_change!(st, [a, 999])
+    @test canonical_snapshot(st) == snap
+    mmsb_stop(st)
+    @test_throws StateClosedError register_recompute!(f, st, b, [a])
+    @test_throws StateClosedError register_passthrough_recompute!(st, b, a)
+    @test_throws StateClosedError propagate_change!(st, [a])
+    @test_throws StateClosedError recompute_page!(st, b)
+    @test_throws StateClosedError compute_signature(st, b)
+end
