@@ -6,7 +6,6 @@ src = abspath(ARGS[1])
 env = mktempdir()
 Pkg.activate(env)
 Pkg.add(Pkg.PackageSpec(path = src))
-Pkg.build("MMSB")
 code = """
 using MMSB
 st = mmsb_start()
