@@ -325,3 +325,33 @@ end
     @test read_page(st, b) == fill(0x01, 4)
     mmsb_stop(st)
 end
+
+@testset "batch: the pool under concurrent use" begin
+    # every task gets a state nobody else holds, indistinguishable from a fresh one
+    want = let s = mmsb_start()
+        r = tbat_run!(s, 99; parallel = false)
+        mmsb_stop(s)
+        r
+    end
+    inuse = Set{UInt}()
+    l = ReentrantLock()
+    clashes = Threads.Atomic{Int}(0)
+    diffs = Threads.Atomic{Int}(0)
+    tasks = [Threads.@spawn begin
+        for round in 1:3
+            s = get_pooled_state!()
+            lock(l) do
+                objectid(s) in inuse && Threads.atomic_add!(clashes, 1)
+                push!(inuse, objectid(s))
+            end
+            got = tbat_run!(s, 99; parallel = isodd(round + k))
+            got == want || Threads.atomic_add!(diffs, 1)
+            lock(() -> delete!(inuse, objectid(s)), l)
+            yield()
+            return_to_pool!(s)
+        end
+    end for k in 1:4]
+    foreach(wait, tasks)
+    @test clashes[] == 0
+    @test diffs[] == 0
+end
