@@ -7,8 +7,15 @@
 //! at the end of `write_diff`, `apply_dense`, `apply_sparse` and `copy_from`
 //! (each returns a changed-byte count, and the first and last also a bitmap),
 //! and in `read`. Allocation and zero-fill are queued without waiting.
+//!
+//! Uploads are pipelined (see [`upload`]): the host copies a payload into the
+//! pinned staging buffer chunk by chunk and queues each chunk's DMA as soon as
+//! it is written, so the copy of chunk k+1 overlaps the DMA of chunk k. Chunks
+//! are disjoint regions of one buffer that is not written again before the
+//! op's final sync, so no events are needed.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{
@@ -22,6 +29,78 @@ const KERNELS: &str = include_str!("kernels.cu");
 const BLOCK: u32 = 256;
 /// Alignment of every region inside the staging and scratch buffers.
 const ALIGN: usize = 256;
+
+/// Upload chunk size in bytes, 0 = automatic ([`chunk_len`]). Only the
+/// benchmark changes it (to compare pipelining settings on the device).
+static CHUNK_OVERRIDE: AtomicUsize = AtomicUsize::new(0);
+/// Whether the upload staging buffer is write-combined. Default false: a
+/// cacheable pinned buffer keeps a ~1 MiB payload in the CPU caches, so the
+/// host copy runs at cache speed (write-combined stores go to DRAM through a
+/// few fill buffers), and DMA reads snoop it. The benchmark compares both.
+static UPLOAD_WC: AtomicBool = AtomicBool::new(false);
+
+/// Benchmark knobs: write-combined upload buffer, and chunk size (0 = auto).
+#[cfg(test)]
+pub(super) fn set_upload_tuning(write_combined: bool, chunk: usize) {
+    UPLOAD_WC.store(write_combined, Ordering::Relaxed);
+    CHUNK_OVERRIDE.store(chunk, Ordering::Relaxed);
+}
+
+/// Chunk size of the upload pipeline for `total` bytes: about an eighth of the
+/// upload, at least 256 KiB (each chunk costs one driver call, ~2 µs) and at
+/// most 4 MiB (the last chunk's DMA is not overlapped), 256-byte aligned.
+fn chunk_len(total: usize) -> usize {
+    let o = CHUNK_OVERRIDE.load(Ordering::Relaxed);
+    let c = if o > 0 { o } else { (total / 8).clamp(256 << 10, 4 << 20) };
+    round_up(c.max(1), ALIGN)
+}
+
+/// One piece of an upload region, laid out back to back from offset 0.
+pub(super) enum Seg<'a> {
+    /// Bytes copied from the caller's (pageable) memory.
+    Bytes(&'a [u8]),
+    /// Zero bytes (padding).
+    Zero(usize),
+    /// Bytes already written into the staging buffer (headers).
+    Ready(usize),
+}
+
+impl Seg<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Seg::Bytes(b) => b.len(),
+            Seg::Zero(n) | Seg::Ready(n) => *n,
+        }
+    }
+}
+
+/// Writes bytes `[lo, lo + dst.len())` of the concatenation of `segs` into
+/// `dst`, leaving `Ready` bytes as they are. Pure; tested without a device.
+pub(super) fn fill_window(segs: &[Seg<'_>], lo: usize, dst: &mut [u8]) {
+    let hi = lo + dst.len();
+    let mut s0 = 0usize;
+    for seg in segs {
+        let s1 = s0 + seg.len();
+        let (a, b) = (s0.max(lo), s1.min(hi));
+        if a < b {
+            let d = &mut dst[a - lo..b - lo];
+            match seg {
+                Seg::Bytes(src) => d.copy_from_slice(&src[a - s0..b - s0]),
+                Seg::Zero(_) => d.fill(0),
+                Seg::Ready(_) => {}
+            }
+        }
+        if s1 >= hi {
+            break;
+        }
+        s0 = s1;
+    }
+}
+
+/// Total length of an upload region.
+pub(super) fn segs_len(segs: &[Seg<'_>]) -> usize {
+    segs.iter().map(Seg::len).sum()
+}
 
 pub(super) struct Gpu {
     ctx: Arc<CudaContext>,
@@ -40,7 +119,8 @@ pub(super) struct Gpu {
 /// rewritten while a copy from it is in flight.
 #[derive(Default)]
 struct Scratch {
-    up: Option<PinnedHostSlice<u8>>,   // host -> device (write-combined)
+    up: Option<PinnedHostSlice<u8>>,   // host -> device
+    up_wc: bool,                       // `up` was allocated write-combined
     down: Option<PinnedHostSlice<u8>>, // device -> host
     dev: Option<CudaSlice<u8>>,        // device side of both, count at offset 0
 }
@@ -153,6 +233,40 @@ impl Gpu {
         let (p, _g) = s.device_ptr(&self.stream);
         p
     }
+
+    /// On an error path, waits for queued copies before the staging buffers
+    /// are released to the next op (they may still be reading them).
+    fn settle<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            let _ = self.sync();
+        }
+        r
+    }
+}
+
+/// Pipelined upload of `segs` into device memory at `dev`, staged through
+/// `host` (pinned, at least `segs_len(segs)` bytes, `Ready` parts already in
+/// place). Each chunk is written, then its DMA queued; the caller holds the
+/// scratch lock until its final stream sync, so no chunk is rewritten while
+/// its copy is in flight.
+fn upload(g: &Gpu, host: &mut [u8], dev: u64, segs: &[Seg<'_>]) -> Result<()> {
+    let total = segs_len(segs);
+    let Some(host) = host.get_mut(..total) else {
+        return Err(derr("upload", "staging buffer too small"));
+    };
+    let chunk = chunk_len(total);
+    let cu = g.stream.cu_stream();
+    let mut lo = 0usize;
+    for win in host.chunks_mut(chunk) {
+        fill_window(segs, lo, win);
+        // SAFETY: [dev+lo, dev+lo+win.len()) lies in the destination region
+        // (caller sized it to `total`); `win` is pinned and, being a disjoint
+        // chunk, is not written again before the caller's stream sync.
+        unsafe { result::memcpy_htod_async(dev + lo as u64, &*win, cu) }
+            .map_err(|e| derr("host-to-device copy", e))?;
+        lo += win.len();
+    }
+    Ok(())
 }
 
 impl Scratch {
@@ -161,11 +275,15 @@ impl Scratch {
         fn grow(n: usize) -> usize {
             n.max(4096).next_power_of_two()
         }
-        if up > 0 && self.up.as_ref().map_or(true, |b| b.len() < up) {
+        let wc = UPLOAD_WC.load(Ordering::Relaxed);
+        if up > 0 && (self.up_wc != wc || self.up.as_ref().map_or(true, |b| b.len() < up)) {
+            let n = grow(up.max(self.up.as_ref().map_or(0, |b| b.len())));
             self.up = None;
-            // SAFETY: the host buffer is written before it is read (write_up).
-            let b = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(grow(up), sys::CU_MEMHOSTALLOC_WRITECOMBINED) };
+            let flags = if wc { sys::CU_MEMHOSTALLOC_WRITECOMBINED } else { 0 };
+            // SAFETY: the host buffer is written before it is read (upload).
+            let b = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(n, flags) };
             self.up = Some(b.map_err(|e| derr("pinned alloc", e))?);
+            self.up_wc = wc;
         }
         if down > 0 && self.down.as_ref().map_or(true, |b| b.len() < down) {
             self.down = None;
@@ -230,11 +348,8 @@ impl Page {
     pub(super) fn write_diff(&mut self, new: &[u8], mask_out: &mut Vec<u8>) -> Result<u64> {
         let g = gpu()?;
         let pad = padded(self.size);
-        let src = |up: &mut [u8]| {
-            up[..new.len()].copy_from_slice(new);
-            up[new.len()..pad].fill(0);
-        };
-        self.diff_with(g, Some((pad, &src)), None, mask_out)
+        let segs = [Seg::Bytes(new), Seg::Zero(pad - new.len())];
+        self.diff_with(g, Some(&segs), None, mask_out)
     }
 
     pub(super) fn copy_from(&mut self, src: &Page, mask_out: &mut Vec<u8>) -> Result<u64> {
@@ -243,12 +358,14 @@ impl Page {
         self.diff_with(g, None, Some(sp), mask_out)
     }
 
-    /// Shared body of write_diff and copy_from: either uploads `up` bytes or
-    /// diffs against device pointer `dsrc`.
+    /// Shared body of write_diff and copy_from: either uploads `up` (the new
+    /// bytes, padded to whole words) or diffs against device pointer `dsrc`.
+    /// Device scratch layout: count (8 bytes) ++ bitmap words, then the upload
+    /// at `up_off`; one download of count ++ bitmap, one sync.
     fn diff_with(
         &mut self,
         g: &Gpu,
-        up: Option<(usize, &dyn Fn(&mut [u8]))>,
+        up: Option<&[Seg<'_>]>,
         dsrc: Option<u64>,
         mask_out: &mut Vec<u8>,
     ) -> Result<u64> {
@@ -261,49 +378,48 @@ impl Page {
         }
         let nwords = padded(self.size) / 32;
         let down_len = 8 + nwords * 4; // count ++ bitmap words
-        let up_len = up.as_ref().map_or(0, |(n, _)| *n);
+        let up_len = up.map_or(0, segs_len);
         let up_off = round_up(down_len, ALIGN);
         let mut guard = g.scratch.lock().map_err(|_| derr("scratch lock", "poisoned"))?;
         let s = &mut *guard;
         s.ensure(g, up_len, down_len, up_off + up_len)?;
-        let (Some(dev), Some(down)) = (s.dev.as_ref(), s.down.as_mut()) else {
-            return Err(derr("scratch", "missing buffer"));
-        };
-        let base = g.ptr(dev);
-        let cu = g.stream.cu_stream();
-        // SAFETY: [base, base+8) lies in the scratch buffer (ensure above).
-        unsafe { result::memset_d8_async(base, 0, 8, cu) }.map_err(|e| derr("memset", e))?;
-        let src_ptr = match (up, dsrc) {
-            (Some((n, fill)), _) => {
-                let Some(upb) = s.up.as_mut() else { return Err(derr("scratch", "missing buffer")) };
-                let host = upb.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
-                fill(&mut host[..n]);
-                // SAFETY: destination region [up_off, up_off+n) lies in the
-                // scratch buffer; the pinned source stays alive and unchanged
-                // until the sync at the end of this function.
-                unsafe { result::memcpy_htod_async(base + up_off as u64, &host[..n], cu) }
-                    .map_err(|e| derr("host-to-device copy", e))?;
-                base + up_off as u64
-            }
-            (None, Some(p)) => p,
-            (None, None) => return Err(derr("diff", "no source")),
-        };
-        let page = g.ptr(&self.buf);
-        let (count_ptr, mask_ptr, size) = (base, base + 8, self.size as u64);
-        let cfg = g.launch_cfg(nwords as u64);
-        let mut lb = g.stream.launch_builder(&g.diff);
-        lb.arg(&page).arg(&src_ptr).arg(&mask_ptr).arg(&size).arg(&count_ptr);
-        // SAFETY: argument types match mmsb_diff_apply; page and src hold
-        // nwords*32 bytes, the mask region nwords*4 bytes, count 8 bytes.
-        unsafe { lb.launch(cfg) }.map_err(|e| derr("diff kernel launch", e))?;
-        let host = down.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
-        // SAFETY: copies down_len bytes from the scratch buffer into the pinned
-        // buffer, which is not touched until the sync below.
-        unsafe { result::memcpy_dtoh_async(&mut host[..down_len], base, cu) }
-            .map_err(|e| derr("device-to-host copy", e))?;
-        g.sync()?; // sync: count and bitmap must reach the host
-        mask_out.copy_from_slice(&host[8..8 + mask_bytes]);
-        Ok(read_count(host))
+        let r = (|| {
+            let (Some(dev), Some(down)) = (s.dev.as_ref(), s.down.as_mut()) else {
+                return Err(derr("scratch", "missing buffer"));
+            };
+            let base = g.ptr(dev);
+            let cu = g.stream.cu_stream();
+            // SAFETY: [base, base+8) lies in the scratch buffer (ensure above).
+            unsafe { result::memset_d8_async(base, 0, 8, cu) }.map_err(|e| derr("memset", e))?;
+            let src_ptr = match (up, dsrc) {
+                (Some(segs), _) => {
+                    let Some(upb) = s.up.as_mut() else { return Err(derr("scratch", "missing buffer")) };
+                    let host = upb.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
+                    // The region [up_off, up_off+up_len) lies in the scratch buffer.
+                    upload(g, host, base + up_off as u64, segs)?;
+                    base + up_off as u64
+                }
+                (None, Some(p)) => p,
+                (None, None) => return Err(derr("diff", "no source")),
+            };
+            let page = g.ptr(&self.buf);
+            let (count_ptr, mask_ptr, size) = (base, base + 8, self.size as u64);
+            let cfg = g.launch_cfg(nwords as u64);
+            let mut lb = g.stream.launch_builder(&g.diff);
+            lb.arg(&page).arg(&src_ptr).arg(&mask_ptr).arg(&size).arg(&count_ptr);
+            // SAFETY: argument types match mmsb_diff_apply; page and src hold
+            // nwords*32 bytes, the mask region nwords*4 bytes, count 8 bytes.
+            unsafe { lb.launch(cfg) }.map_err(|e| derr("diff kernel launch", e))?;
+            let host = down.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
+            // SAFETY: copies down_len bytes from the scratch buffer into the
+            // pinned buffer, which is not touched until the sync below.
+            unsafe { result::memcpy_dtoh_async(&mut host[..down_len], base, cu) }
+                .map_err(|e| derr("device-to-host copy", e))?;
+            g.sync()?; // sync: count and bitmap must reach the host
+            mask_out.copy_from_slice(&host[8..8 + mask_bytes]);
+            Ok(read_count(host))
+        })();
+        g.settle(r)
     }
 
     pub(super) fn apply_dense(&mut self, mask: &[u8], payload: &[u8]) -> Result<u64> {
@@ -315,36 +431,40 @@ impl Page {
         let pad = padded(self.size);
         let mask_len = pad / 8; // nwords * 4
         let pay_off = round_up(mask_len, ALIGN);
-        let up_len = pay_off + pad;
+        // Upload region: mask words, zero gap, payload, zero padding.
+        let segs = [
+            Seg::Bytes(mask),
+            Seg::Zero(pay_off - mask.len()),
+            Seg::Bytes(payload),
+            Seg::Zero(pad - payload.len()),
+        ];
+        let up_len = segs_len(&segs); // pay_off + pad
         let mut guard = g.scratch.lock().map_err(|_| derr("scratch lock", "poisoned"))?;
         let s = &mut *guard;
         s.ensure(g, up_len, 8, ALIGN + up_len)?;
-        let (Some(dev), Some(upb), Some(down)) = (s.dev.as_ref(), s.up.as_mut(), s.down.as_mut()) else {
-            return Err(derr("scratch", "missing buffer"));
-        };
-        let host = upb.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
-        host[..mask.len()].copy_from_slice(mask);
-        host[mask.len()..pay_off].fill(0);
-        host[pay_off..pay_off + payload.len()].copy_from_slice(payload);
-        host[pay_off + payload.len()..up_len].fill(0);
-        let base = g.ptr(dev);
-        let cu = g.stream.cu_stream();
-        // SAFETY: regions lie inside the scratch buffer (ensure above); the
-        // pinned source is unchanged until the sync below.
-        unsafe {
-            result::memset_d8_async(base, 0, 8, cu).map_err(|e| derr("memset", e))?;
-            result::memcpy_htod_async(base + ALIGN as u64, &host[..up_len], cu)
-                .map_err(|e| derr("host-to-device copy", e))?;
-        }
-        let page = g.ptr(&self.buf);
-        let (mask_ptr, pay_ptr, size) = (base + ALIGN as u64, base + (ALIGN + pay_off) as u64, self.size as u64);
-        let cfg = g.launch_cfg((pad / 32) as u64);
-        let mut lb = g.stream.launch_builder(&g.dense);
-        lb.arg(&page).arg(&mask_ptr).arg(&pay_ptr).arg(&size).arg(&base);
-        // SAFETY: argument types match mmsb_apply_dense; all regions are padded
-        // to whole 32-byte words as the kernel expects.
-        unsafe { lb.launch(cfg) }.map_err(|e| derr("dense kernel launch", e))?;
-        count_back(g, base, down)
+        let r = (|| {
+            let (Some(dev), Some(upb), Some(down)) = (s.dev.as_ref(), s.up.as_mut(), s.down.as_mut()) else {
+                return Err(derr("scratch", "missing buffer"));
+            };
+            let host = upb.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
+            let base = g.ptr(dev);
+            let cu = g.stream.cu_stream();
+            // SAFETY: the count [base, base+8) lies inside the scratch buffer
+            // (ensure above); it is zeroed while the host stages the payload.
+            unsafe { result::memset_d8_async(base, 0, 8, cu) }.map_err(|e| derr("memset", e))?;
+            // [base+ALIGN, base+ALIGN+up_len) lies in the scratch buffer.
+            upload(g, host, base + ALIGN as u64, &segs)?;
+            let page = g.ptr(&self.buf);
+            let (mask_ptr, pay_ptr, size) = (base + ALIGN as u64, base + (ALIGN + pay_off) as u64, self.size as u64);
+            let cfg = g.launch_cfg((pad / 32) as u64);
+            let mut lb = g.stream.launch_builder(&g.dense);
+            lb.arg(&page).arg(&mask_ptr).arg(&pay_ptr).arg(&size).arg(&base);
+            // SAFETY: argument types match mmsb_apply_dense; all regions are padded
+            // to whole 32-byte words as the kernel expects.
+            unsafe { lb.launch(cfg) }.map_err(|e| derr("dense kernel launch", e))?;
+            count_back(g, base, down)
+        })();
+        g.settle(r)
     }
 
     /// `ranges` are validated by the caller (inside the page, data length matches).
@@ -358,64 +478,65 @@ impl Page {
         let ranges_len = 16 * n;
         let offs_off = round_up(ranges_len, ALIGN);
         let data_off = round_up(offs_off + 8 * (n + 1), ALIGN);
-        let up_len = data_off + data.len();
+        // Upload region: headers (written in place below), then the data.
+        let segs = [Seg::Ready(data_off), Seg::Bytes(data)];
+        let up_len = segs_len(&segs);
         let mut guard = g.scratch.lock().map_err(|_| derr("scratch lock", "poisoned"))?;
         let s = &mut *guard;
         s.ensure(g, up_len, 8, ALIGN + up_len)?;
-        let (Some(dev), Some(upb), Some(down)) = (s.dev.as_ref(), s.up.as_mut(), s.down.as_mut()) else {
-            return Err(derr("scratch", "missing buffer"));
-        };
-        let host = upb.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
-        let mut off = 0u64;
-        for (i, &(st, len)) in ranges.iter().enumerate() {
-            host[16 * i..16 * i + 8].copy_from_slice(&st.to_le_bytes());
-            host[16 * i + 8..16 * i + 16].copy_from_slice(&len.to_le_bytes());
-            host[offs_off + 8 * i..offs_off + 8 * i + 8].copy_from_slice(&off.to_le_bytes());
-            off += len;
-        }
-        host[offs_off + 8 * n..offs_off + 8 * n + 8].copy_from_slice(&off.to_le_bytes());
-        host[data_off..up_len].copy_from_slice(data);
-        let base = g.ptr(dev);
-        let up_base = base + ALIGN as u64;
-        let cu = g.stream.cu_stream();
-        // SAFETY: as in apply_dense.
-        unsafe {
-            result::memset_d8_async(base, 0, 8, cu).map_err(|e| derr("memset", e))?;
-            result::memcpy_htod_async(up_base, &host[..up_len], cu)
-                .map_err(|e| derr("host-to-device copy", e))?;
-        }
-        let page = g.ptr(&self.buf);
-        let data_ptr = up_base + data_off as u64;
-        // Ranges of one launch must not overlap: split where a range starts
-        // before the end of an earlier one; launches run in stream order, so
-        // later ranges win, as in a sequential CPU loop.
-        let mut i0 = 0usize;
-        while i0 < n {
-            let mut i1 = i0;
-            let mut end = 0u64;
-            while i1 < n {
-                let (st, len) = ranges[i1];
-                if len > 0 && st < end {
-                    break;
+        let r = (|| {
+            let (Some(dev), Some(upb), Some(down)) = (s.dev.as_ref(), s.up.as_mut(), s.down.as_mut()) else {
+                return Err(derr("scratch", "missing buffer"));
+            };
+            let host = upb.as_mut_slice().map_err(|e| derr("pinned buffer", e))?;
+            let mut off = 0u64;
+            for (i, &(st, len)) in ranges.iter().enumerate() {
+                host[16 * i..16 * i + 8].copy_from_slice(&st.to_le_bytes());
+                host[16 * i + 8..16 * i + 16].copy_from_slice(&len.to_le_bytes());
+                host[offs_off + 8 * i..offs_off + 8 * i + 8].copy_from_slice(&off.to_le_bytes());
+                off += len;
+            }
+            host[offs_off + 8 * n..offs_off + 8 * n + 8].copy_from_slice(&off.to_le_bytes());
+            let base = g.ptr(dev);
+            let up_base = base + ALIGN as u64;
+            let cu = g.stream.cu_stream();
+            // SAFETY: as in apply_dense.
+            unsafe { result::memset_d8_async(base, 0, 8, cu) }.map_err(|e| derr("memset", e))?;
+            upload(g, host, up_base, &segs)?;
+            let page = g.ptr(&self.buf);
+            let data_ptr = up_base + data_off as u64;
+            // Ranges of one launch must not overlap: split where a range starts
+            // before the end of an earlier one; launches run in stream order, so
+            // later ranges win, as in a sequential CPU loop.
+            let mut i0 = 0usize;
+            while i0 < n {
+                let mut i1 = i0;
+                let mut end = 0u64;
+                while i1 < n {
+                    let (st, len) = ranges[i1];
+                    if len > 0 && st < end {
+                        break;
+                    }
+                    end = end.max(st + len);
+                    i1 += 1;
                 }
-                end = end.max(st + len);
-                i1 += 1;
+                let rp = up_base + (16 * i0) as u64;
+                let op = up_base + (offs_off + 8 * i0) as u64;
+                let nb = (i1 - i0) as u64;
+                let total: u64 = ranges[i0..i1].iter().map(|r| r.1).sum();
+                if total > 0 {
+                    let cfg = g.launch_cfg(total.div_ceil(16));
+                    let mut lb = g.stream.launch_builder(&g.sparse);
+                    lb.arg(&page).arg(&rp).arg(&op).arg(&nb).arg(&data_ptr).arg(&base);
+                    // SAFETY: argument types match mmsb_apply_sparse; ranges lie in
+                    // the page and offsets in the data region (validated by caller).
+                    unsafe { lb.launch(cfg) }.map_err(|e| derr("sparse kernel launch", e))?;
+                }
+                i0 = i1;
             }
-            let rp = up_base + (16 * i0) as u64;
-            let op = up_base + (offs_off + 8 * i0) as u64;
-            let nb = (i1 - i0) as u64;
-            let total: u64 = ranges[i0..i1].iter().map(|r| r.1).sum();
-            if total > 0 {
-                let cfg = g.launch_cfg(total.div_ceil(16));
-                let mut lb = g.stream.launch_builder(&g.sparse);
-                lb.arg(&page).arg(&rp).arg(&op).arg(&nb).arg(&data_ptr).arg(&base);
-                // SAFETY: argument types match mmsb_apply_sparse; ranges lie in
-                // the page and offsets in the data region (validated by caller).
-                unsafe { lb.launch(cfg) }.map_err(|e| derr("sparse kernel launch", e))?;
-            }
-            i0 = i1;
-        }
-        count_back(g, base, down)
+            count_back(g, base, down)
+        })();
+        g.settle(r)
     }
 }
 
@@ -483,4 +604,130 @@ pub(super) fn bench_kernels(size: usize, reps: u32) -> Result<[f64; 3]> {
         *slot = run(reps)? / reps as f64;
     }
     Ok(out)
+}
+
+/// Per-phase timings of a dense delta on a `size`-byte page (benchmark only):
+/// each phase run alone, `reps` times, median seconds. Rows: (name, seconds, note).
+/// Host staging copy into cacheable / write-combined pinned memory and into
+/// pageable memory; H2D of the whole upload from each; the kernel; the count
+/// and bitmap downloads; an idle stream sync; the memset of the count.
+#[cfg(test)]
+pub(super) fn bench_phases(size: usize, reps: usize) -> Result<Vec<(String, f64, String)>> {
+    use std::time::Instant;
+    let g = gpu()?;
+    g.bind()?;
+    let e = |e| derr("bench alloc", e);
+    let pad = padded(size);
+    let mask_len = pad / 8;
+    let pay_off = round_up(mask_len, ALIGN);
+    let mask = vec![0x55u8; size.div_ceil(8)];
+    let payload = vec![0xa7u8; size];
+    let segs = [
+        Seg::Bytes(&mask),
+        Seg::Zero(pay_off - mask.len()),
+        Seg::Bytes(&payload),
+        Seg::Zero(pad - payload.len()),
+    ];
+    let up_len = segs_len(&segs);
+    // SAFETY: written (fill_window) before any read.
+    let mut cached = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(up_len, 0) }.map_err(e)?;
+    // SAFETY: as above.
+    let mut wc = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(up_len, sys::CU_MEMHOSTALLOC_WRITECOMBINED) }
+        .map_err(e)?;
+    // SAFETY: only written by the device before the host reads it after a sync.
+    let mut down = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(8 + mask_len, 0) }.map_err(e)?;
+    let mut pageable = vec![0u8; up_len];
+    let dev = g.stream.alloc_zeros::<u8>(up_len).map_err(e)?;
+    let page = g.stream.alloc_zeros::<u8>(pad).map_err(e)?;
+    let cnt = g.stream.alloc_zeros::<u8>(8 + mask_len).map_err(e)?;
+    let (dp, pp, cp) = (g.ptr(&dev), g.ptr(&page), g.ptr(&cnt));
+    let cu = g.stream.cu_stream();
+    g.sync()?;
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let time = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        for _ in 0..3 {
+            f()?;
+        }
+        let mut v = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t = Instant::now();
+            f()?;
+            v.push(t.elapsed().as_secs_f64());
+        }
+        Ok(median(v))
+    };
+    let mut rows = Vec::new();
+    let gbs = |bytes: usize, s: f64| format!("{:.2} GB/s", bytes as f64 / s / 1e9);
+    let mib = size as f64 / (1u64 << 20) as f64;
+    let tag = format!("{mib:.0}MiB");
+    {
+        let h = cached.as_mut_slice().map_err(|e| derr("pinned", e))?;
+        let s = time(&mut || {
+            fill_window(&segs, 0, &mut h[..up_len]);
+            Ok(())
+        })?;
+        rows.push((format!("phase_{tag}_host_copy_pinned_cached"), s, gbs(up_len, s)));
+    }
+    {
+        let h = wc.as_mut_slice().map_err(|e| derr("pinned", e))?;
+        let s = time(&mut || {
+            fill_window(&segs, 0, &mut h[..up_len]);
+            Ok(())
+        })?;
+        rows.push((format!("phase_{tag}_host_copy_pinned_wc"), s, gbs(up_len, s)));
+    }
+    {
+        let s = time(&mut || {
+            fill_window(&segs, 0, &mut pageable);
+            Ok(())
+        })?;
+        rows.push((format!("phase_{tag}_host_copy_pageable"), s, gbs(up_len, s)));
+    }
+    for (name, src) in [
+        ("h2d_pinned_cached", cached.as_slice().map_err(|e| derr("pinned", e))?),
+        ("h2d_pinned_wc", wc.as_slice().map_err(|e| derr("pinned", e))?),
+        ("h2d_pageable", &pageable[..]),
+    ] {
+        let s = time(&mut || {
+            // SAFETY: up_len bytes into the up_len-byte device buffer; the
+            // source outlives the sync that follows.
+            unsafe { result::memcpy_htod_async(dp, &src[..up_len], cu) }.map_err(|e| derr("h2d", e))?;
+            g.sync()
+        })?;
+        rows.push((format!("phase_{tag}_{name}_sync"), s, gbs(up_len, s)));
+    }
+    {
+        let (mp, pay, sz) = (dp, dp + pay_off as u64, size as u64);
+        let cfg = g.launch_cfg((pad / 32) as u64);
+        let s = time(&mut || {
+            let mut lb = g.stream.launch_builder(&g.dense);
+            lb.arg(&pp).arg(&mp).arg(&pay).arg(&sz).arg(&cp);
+            // SAFETY: argument types match mmsb_apply_dense; regions padded.
+            unsafe { lb.launch(cfg) }.map_err(|e| derr("bench launch", e))?;
+            g.sync()
+        })?;
+        rows.push((format!("phase_{tag}_kernel_dense_launch_sync"), s, String::new()));
+    }
+    let h = down.as_mut_slice().map_err(|e| derr("pinned", e))?;
+    for (name, n) in [("d2h_count", 8usize), ("d2h_count_bitmap", 8 + mask_len)] {
+        let s = time(&mut || {
+            // SAFETY: n bytes from the (8+mask_len)-byte device buffer into the
+            // pinned buffer, read by nobody before the sync.
+            unsafe { result::memcpy_dtoh_async(&mut h[..n], cp, cu) }.map_err(|e| derr("d2h", e))?;
+            g.sync()
+        })?;
+        rows.push((format!("phase_{tag}_{name}_sync"), s, format!("{n} bytes")));
+    }
+    let s = time(&mut || {
+        // SAFETY: 8 bytes inside the count buffer.
+        unsafe { result::memset_d8_async(cp, 0, 8, cu) }.map_err(|e| derr("memset", e))?;
+        g.sync()
+    })?;
+    rows.push(("phase_memset8_sync".into(), s, String::new()));
+    let s = time(&mut || g.sync())?;
+    rows.push(("phase_idle_stream_sync".into(), s, String::new()));
+    Ok(rows)
 }

@@ -224,6 +224,94 @@ fn gpu_pages_move_between_threads() {
     assert_eq!(bytes, vec![7u8; 1000]);
 }
 
+/// The staging pipeline (no device needed): writing an upload region window
+/// by window, for any chunk size, gives the concatenation of its segments and
+/// leaves `Ready` bytes alone.
+#[cfg(feature = "gpu")]
+#[test]
+fn staging_windows_reassemble_segments() {
+    use super::cuda::{fill_window, segs_len, Seg};
+    let mut rng = Rng(0xC0FF_EE00_1234_5678);
+    for _ in 0..300 {
+        let nseg = rng.below(6) as usize + 1;
+        let blobs: Vec<Vec<u8>> = (0..nseg).map(|_| {
+            let cap = if rng.below(3) == 0 { 5000 } else { 40 };
+            let n = rng.below(cap) as usize;
+            rng.bytes(n, 255).into_iter().map(|b| b + 1).collect() // never 0
+        }).collect();
+        let kinds: Vec<u64> = (0..nseg).map(|_| rng.below(3)).collect();
+        let segs: Vec<Seg<'_>> = blobs.iter().zip(&kinds).map(|(b, k)| match k {
+            0 => Seg::Bytes(b),
+            1 => Seg::Zero(b.len()),
+            _ => Seg::Ready(b.len()),
+        }).collect();
+        let total = segs_len(&segs);
+        // Expected: Bytes copied, Zero zeroed, Ready = what was there (0xEE).
+        let mut want = Vec::with_capacity(total);
+        for (b, k) in blobs.iter().zip(&kinds) {
+            match k {
+                0 => want.extend_from_slice(b),
+                1 => want.extend(std::iter::repeat(0u8).take(b.len())),
+                _ => want.extend(std::iter::repeat(0xEEu8).take(b.len())),
+            }
+        }
+        assert_eq!(want.len(), total);
+        for chunk in [1usize, 3, 32, 256, 4096, total.max(1), total + 7] {
+            let mut buf = vec![0xEEu8; total + 5]; // staging buffer may be larger
+            let mut lo = 0;
+            for win in buf[..total].chunks_mut(chunk) {
+                fill_window(&segs, lo, win);
+                lo += win.len();
+            }
+            assert_eq!(&buf[..total], &want[..], "chunk {chunk}");
+            assert!(buf[total..].iter().all(|&b| b == 0xEE), "nothing written past the region");
+        }
+    }
+}
+
+/// Every upload setting (write-combined or cacheable staging, tiny to whole
+/// chunks, automatic chunks on a multi-MiB page) gives the CPU reference's
+/// bytes and counts. The settings are process-wide; any of them is correct, so
+/// tests running beside this one are unaffected.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_upload_pipeline_settings_match_cpu() {
+    if skip() { return; }
+    let mut rng = Rng(0x5151_7777_0000_0001);
+    let settings = [(false, 256usize), (true, 4096), (false, 1 << 30), (true, 0), (false, 100_000), (false, 0)];
+    for (wc, chunk) in settings {
+        super::cuda::set_upload_tuning(wc, chunk);
+        let sizes: &[usize] = if chunk == 0 && !wc { &[5 * (1 << 20) + 3, 4097] } else { &[1, 33, 4097, 300_001] };
+        for &size in sizes {
+            let mut cpu = vec![0u8; size];
+            let mut gpu = DevicePage::new(size).expect("alloc");
+            for round in 0..3 {
+                let alphabet = if round == 0 { 3 } else { 256 };
+                let mask = rng.bytes(size.div_ceil(8), 256);
+                let payload = rng.bytes(size, alphabet);
+                let want = ref_dense(&mut cpu, &mask, &payload);
+                assert_eq!(gpu.apply_dense(&mask, &payload).expect("dense"), want, "dense {size} {wc} {chunk}");
+                assert_eq!(read_all(&gpu), cpu, "dense bytes {size} {wc} {chunk}");
+                let mut new = cpu.clone();
+                for _ in 0..rng.below(size as u64 / 3 + 2) {
+                    new[rng.below(size as u64) as usize] = rng.below(alphabet) as u8;
+                }
+                let (want, want_mask) = ref_diff(&mut cpu, &new);
+                let mut got_mask = Vec::new();
+                assert_eq!(gpu.write_diff(&new, &mut got_mask).expect("diff"), want, "diff {size} {wc} {chunk}");
+                assert_eq!(got_mask, want_mask, "diff mask {size} {wc} {chunk}");
+                let ranges = random_ranges(&mut rng, size, round == 2);
+                let total: u64 = ranges.iter().map(|r| r.1).sum();
+                let data = rng.bytes(total as usize, alphabet);
+                let want = ref_sparse(&mut cpu, &ranges, &data);
+                assert_eq!(gpu.apply_sparse(&ranges, &data).expect("sparse"), want, "sparse {size} {wc} {chunk}");
+                assert_eq!(read_all(&gpu), cpu, "bytes {size} {wc} {chunk}");
+            }
+        }
+    }
+    super::cuda::set_upload_tuning(false, 0);
+}
+
 /// Benchmark (not a timed test): `cargo test --release --lib gpu::tests::gpu_bench -- --ignored --nocapture`.
 /// Prints a table and one line `GPU_BENCH_JSON {...}`; writes the JSON to
 /// `$MMSB_GPU_BENCH_JSON` when set.
@@ -272,6 +360,12 @@ fn gpu_bench() {
     for (label, size) in [("write_diff_1MiB_end_to_end", mib), ("sparse_64MiB_one_range_end_to_end", 64 * mib)] {
         let mut p = DevicePage::new(size).expect("alloc");
         let data = rng.bytes(size, 256);
+        // write_diff inputs prepared outside the timed region (one byte differs each time).
+        let variants: Vec<Vec<u8>> = if label.starts_with("sparse") {
+            Vec::new()
+        } else {
+            (0..8).map(|i| { let mut d = data.clone(); d[i] ^= 1; d }).collect()
+        };
         let mut m = Vec::new();
         let t: Vec<f64> = (0..8)
             .map(|i| {
@@ -279,15 +373,42 @@ fn gpu_bench() {
                 if label.starts_with("sparse") {
                     p.apply_sparse(&[(0, size as u64)], &data).expect("sparse");
                 } else {
-                    let mut d = data.clone();
-                    d[i] ^= 1;
-                    p.write_diff(&d, &mut m).expect("diff");
+                    p.write_diff(&variants[i], &mut m).expect("diff");
                 }
                 t.elapsed().as_secs_f64()
             })
             .skip(2)
             .collect();
         rows.push((label.into(), median(t), String::new()));
+    }
+    // Upload settings on the 1 MiB dense delta (rows above use the defaults:
+    // cacheable staging, automatic chunks), then the phases one at a time.
+    {
+        let size = mib;
+        let mut p = DevicePage::new(size).expect("alloc");
+        let mask = rng.bytes(size / 8, 256);
+        let payload = rng.bytes(size, 256);
+        for (wc, chunk, label) in [
+            (false, 1usize << 30, "dense_1MiB_e2e_cached_one_chunk"),
+            (false, 128 << 10, "dense_1MiB_e2e_cached_chunk_128KiB"),
+            (false, 512 << 10, "dense_1MiB_e2e_cached_chunk_512KiB"),
+            (true, 0, "dense_1MiB_e2e_wc_chunk_auto"),
+            (true, 1 << 30, "dense_1MiB_e2e_wc_one_chunk"),
+        ] {
+            super::cuda::set_upload_tuning(wc, chunk);
+            let t: Vec<f64> = (0..52)
+                .map(|_| {
+                    let t = Instant::now();
+                    p.apply_dense(&mask, &payload).expect("dense");
+                    t.elapsed().as_secs_f64()
+                })
+                .skip(2)
+                .collect();
+            let s = median(t);
+            rows.push((label.into(), s, format!("{:.2} GB/s host payload", size as f64 * 1.125 / s / 1e9)));
+        }
+        super::cuda::set_upload_tuning(false, 0);
+        rows.extend(super::cuda::bench_phases(size, 50).expect("phase bench"));
     }
     let size = 64 * mib;
     let [dense, diff, sparse] = super::cuda::bench_kernels(size, 50).expect("kernel bench");
