@@ -207,25 +207,33 @@ pub fn encode_sparse(bitmap: &[u8], new: &[u8], sum: DiffSummary, mask: &mut Vec
     data.clear();
     mask.resize(sum.runs as usize * 16, 0);
     data.resize(sum.changed as usize, 0);
+    let (mi, di) = encode_sparse_into(bitmap, new, mask, data);
+    mask.truncate(mi);
+    data.truncate(di);
+}
+
+/// Writes the sparse encoding of a diff into `mask` (`16 * runs` bytes) and
+/// `data` (`changed` bytes) in place, e.g. straight into a log frame;
+/// returns the bytes written to each (equal to the slice lengths when they
+/// were sized from the diff's [`DiffSummary`]).
+#[inline]
+pub fn encode_sparse_into(bitmap: &[u8], new: &[u8], mask: &mut [u8], data: &mut [u8]) -> (usize, usize) {
     let n = new.len();
     let (mut mi, mut di) = (0usize, 0usize);
     for_each_run(bitmap, n, |s, l| {
         if let (Some(m), Some(d), Some(src)) = (mask.get_mut(mi..mi + 16), data.get_mut(di..di + l), new.get(s..s + l)) {
             m[..8].copy_from_slice(&(s as u64).to_le_bytes());
             m[8..].copy_from_slice(&(l as u64).to_le_bytes());
-            if l <= 8 {
-                for (x, y) in d.iter_mut().zip(src) {
-                    *x = *y;
-                }
+            if l == 1 {
+                d[0] = src[0];
             } else {
                 d.copy_from_slice(src);
             }
+            mi += 16;
+            di += l;
         }
-        mi += 16;
-        di += l;
     });
-    mask.truncate(mi);
-    data.truncate(di);
+    (mi, di)
 }
 
 /// Scalar reference: bitmap and changed count, byte by byte.

@@ -47,6 +47,10 @@ pub const WRITE_PARALLEL: u32 = 2;
 /// Edge kind given to edges that `recompute_set` adds.
 pub const EDGE_KIND_DATA: u8 = 0;
 
+/// Pages up to this size take a whole-page copy on write (cheaper than
+/// walking the change runs).
+const SMALL_PAGE: u64 = 4096;
+
 /// Apply latency is sampled on one write in `SAMPLE_EVERY`.
 const SAMPLE_EVERY: u64 = 64;
 
@@ -232,15 +236,20 @@ pub(crate) fn write_core(
                 return Ok(None);
             }
             if sum.prefer_sparse(size) {
-                diff::encode_sparse(&scratch.bitmap, new, sum, &mut scratch.mask, &mut scratch.data);
+                // Encoded straight into the log frame (no scratch copy).
                 header.encoding = ENC_SPARSE;
-                header.mask_len = scratch.mask.len() as u64;
-                let seq = log.append(&RecordRef { header, mask: &scratch.mask, data: &scratch.data })?;
-                for (s, l) in delta::sparse_ranges(&scratch.mask) {
-                    let r = s as usize..(s + l) as usize;
-                    if let (Some(d), Some(n)) = (buf.get_mut(r.clone()), new.get(r)) {
-                        d.copy_from_slice(n);
-                    }
+                let bm = &scratch.bitmap;
+                let seq = log.append_with(header, sum.runs as usize * 16, sum.changed as usize, |m, d| {
+                    diff::encode_sparse_into(bm, new, m, d);
+                })?;
+                if size <= SMALL_PAGE || sum.changed * 4 >= size {
+                    buf.copy_from_slice(new);
+                } else {
+                    diff::for_each_run(bm, buf.len(), |s, l| {
+                        if let (Some(d), Some(n)) = (buf.get_mut(s..s + l), new.get(s..s + l)) {
+                            d.copy_from_slice(n);
+                        }
+                    });
                 }
                 seq
             } else {

@@ -32,34 +32,49 @@ pub const MAX_PAYLOAD: u64 = (u32::MAX - MIN_LEN) as u64;
 /// Highest record kind (MMSB_REC_DELTA).
 pub const MAX_KIND: u8 = 6;
 
-/// The frame header of `rec` with sequence number `seq`, CRC filled in.
-pub fn encode_header(seq: u64, rec: &RecordRef) -> Result<[u8; FRAME_HDR]> {
-    let h = &rec.header;
-    if h.kind == 0 || h.kind > MAX_KIND {
-        return Err(Error::new(ErrorKind::Invalid, format!("log record kind {} is not an MMSB_REC_* value", h.kind)));
+/// Checks the kind and the payload size of a record with a `mask_len` +
+/// `data_len` byte payload; returns the payload length.
+#[inline]
+fn check_payload(kind: u8, mask_len: usize, data_len: usize) -> Result<u64> {
+    if kind == 0 || kind > MAX_KIND {
+        return Err(Error::new(ErrorKind::Invalid, format!("log record kind {kind} is not an MMSB_REC_* value")));
     }
-    let payload = (rec.mask.len() as u64).checked_add(rec.data.len() as u64).filter(|&n| n <= MAX_PAYLOAD);
-    let payload = match payload {
-        Some(n) => n,
-        None => {
-            return Err(Error::new(
-                ErrorKind::Invalid,
-                format!("log record payload of {} + {} bytes exceeds the frame limit of {MAX_PAYLOAD}", rec.mask.len(), rec.data.len()),
-            ))
-        }
-    };
-    let mut b = [0u8; FRAME_HDR];
+    match (mask_len as u64).checked_add(data_len as u64).filter(|&n| n <= MAX_PAYLOAD) {
+        Some(n) => Ok(n),
+        None => Err(Error::new(
+            ErrorKind::Invalid,
+            format!("log record payload of {mask_len} + {data_len} bytes exceeds the frame limit of {MAX_PAYLOAD}"),
+        )),
+    }
+}
+
+/// Writes the frame header of `h` (sequence number `seq`, payload `mask_len`
+/// + `data_len` bytes) into `b` with a zero CRC field: the memory log's
+/// frames, which cannot tear, carry no CRC. Invalid kind or size: `Err`,
+/// `b` untouched.
+#[inline]
+pub fn write_header(b: &mut [u8; FRAME_HDR], seq: u64, h: &RecordHeader, mask_len: usize, data_len: usize) -> Result<()> {
+    let payload = check_payload(h.kind, mask_len, data_len)?;
     b[0..4].copy_from_slice(&(MIN_LEN + payload as u32).to_le_bytes());
+    b[4..8].copy_from_slice(&0u32.to_le_bytes());
     b[8..16].copy_from_slice(&seq.to_le_bytes());
     b[16] = h.kind;
     b[17] = h.source;
     b[18] = h.encoding;
+    b[19..24].copy_from_slice(&[0u8; 5]);
     b[24..32].copy_from_slice(&h.page_id.to_le_bytes());
     b[32..40].copy_from_slice(&h.aux.to_le_bytes());
     b[40..48].copy_from_slice(&h.delta_id.to_le_bytes());
     b[48..56].copy_from_slice(&h.base_epoch.to_le_bytes());
     b[56..64].copy_from_slice(&h.timestamp.to_le_bytes());
-    b[64..72].copy_from_slice(&(rec.mask.len() as u64).to_le_bytes());
+    b[64..72].copy_from_slice(&(mask_len as u64).to_le_bytes());
+    Ok(())
+}
+
+/// The frame header of `rec` with sequence number `seq`, CRC filled in.
+pub fn encode_header(seq: u64, rec: &RecordRef) -> Result<[u8; FRAME_HDR]> {
+    let mut b = [0u8; FRAME_HDR];
+    write_header(&mut b, seq, &rec.header, rec.mask.len(), rec.data.len())?;
     let c = crc::append(crc::append(crc::crc32c(&b[8..]), rec.mask), rec.data);
     b[4..8].copy_from_slice(&c.to_le_bytes());
     Ok(b)
@@ -168,6 +183,23 @@ pub fn decode(f: &[u8]) -> Option<Record> {
         mask_len: u64_at(f, 64),
     };
     Some(Record { header, payload: f[FRAME_HDR..].to_vec() })
+}
+
+/// Decodes a frame of the memory log (written by [`write_header`], no CRC):
+/// checks the length field, the sequence number and the mask length, so a
+/// bad index is an error, never a panic or a wrong record.
+pub fn decode_unchecked_crc(f: &[u8], seq: u64, off: u64) -> Result<Record> {
+    let bad = |why: &str| Error::new(ErrorKind::Internal, format!("memory log frame {seq} at {off}: {why}"));
+    if f.len() < FRAME_HDR || u32_at(f, 0) as usize + 8 != f.len() {
+        return Err(bad("length does not match the index"));
+    }
+    if u64_at(f, 8) != seq {
+        return Err(bad("sequence number does not match"));
+    }
+    if u64_at(f, 64) > (f.len() - FRAME_HDR) as u64 {
+        return Err(bad("mask longer than the payload"));
+    }
+    decode(f).ok_or_else(|| bad("short frame"))
 }
 
 /// `check` then `decode`, mapping failures to `TLogCorrupt` for `what` at `off`.

@@ -1,7 +1,7 @@
 //! The transaction log: every state change is one record, appended with a
 //! dense sequence number starting at 1.
 //!
-//! Backends: memory (one growing `Vec<u8>` of frames plus an offset index),
+//! Backends: memory (frames in fixed 1 MiB chunks, no CRC; `memory.rs`),
 //! a buffered file (frames go through a userspace buffer), and an fsync'd
 //! file (frames go to a writer thread that group-commits them). All three
 //! use the same frame encoding (`frame.rs`, `docs/tlog_format.md`).
@@ -9,6 +9,7 @@
 mod crc;
 mod file;
 mod frame;
+mod memory;
 mod sync;
 
 pub use crc::crc32c;
@@ -72,7 +73,7 @@ pub struct RecoveryReport {
 }
 
 enum Backend {
-    Memory { data: Vec<u8> },
+    Memory(memory::MemLog),
     Buffered(file::BufferedFile),
     Fsync(sync::SyncFile),
 }
@@ -86,12 +87,14 @@ pub struct TLog {
     end: u64,
     /// Offset of the first frame (memory: 0; file: the header length).
     start: u64,
+    /// Payload buffer of `append_with` on file backends.
+    tmp: Vec<u8>,
 }
 
 impl TLog {
     /// An empty in-memory log.
     pub fn memory() -> TLog {
-        TLog { backend: Backend::Memory { data: Vec::new() }, offsets: Vec::new(), end: 0, start: 0 }
+        TLog { backend: Backend::Memory(memory::MemLog::default()), offsets: Vec::new(), end: 0, start: 0, tmp: Vec::new() }
     }
 
     /// Opens or creates a file log; validates every record. Torn tail: cut
@@ -109,7 +112,7 @@ impl TLog {
             Durability::Fsync => Backend::Fsync(sync::SyncFile::new(f, p, n, scan.end)?),
             _ => Backend::Buffered(file::BufferedFile::new(f, p, scan.end)),
         };
-        let log = TLog { backend, offsets: scan.offsets, end: scan.end, start: file::HEADER_LEN };
+        let log = TLog { backend, offsets: scan.offsets, end: scan.end, start: file::HEADER_LEN, tmp: Vec::new() };
         Ok((log, scan.records, RecoveryReport { records: n, bytes_truncated: cut }))
     }
 
@@ -117,8 +120,11 @@ impl TLog {
     pub fn append(&mut self, rec: &RecordRef) -> Result<u64> {
         let seq = self.next_seq();
         match &mut self.backend {
-            Backend::Memory { data } => {
-                let n = frame::encode_into(data, seq, rec)?;
+            Backend::Memory(m) => {
+                let n = m.append_with(seq, &rec.header, rec.mask.len(), rec.data.len(), |mk, d| {
+                    mk.copy_from_slice(rec.mask);
+                    d.copy_from_slice(rec.data);
+                })?;
                 self.offsets.push(self.end);
                 self.end += n as u64;
             }
@@ -134,6 +140,36 @@ impl TLog {
             }
         }
         Ok(seq)
+    }
+
+    /// Appends a record whose payload (`mask_len` mask bytes, then
+    /// `data_len` data bytes) is written in place by `fill(mask, data)`: the
+    /// memory log encodes straight into its chunk, with no intermediate
+    /// buffer. `header.mask_len` is ignored. `fill` must write every byte.
+    /// Returns the sequence number; on `Err` nothing was appended.
+    #[inline]
+    pub fn append_with(
+        &mut self,
+        header: RecordHeader,
+        mask_len: usize,
+        data_len: usize,
+        fill: impl FnOnce(&mut [u8], &mut [u8]),
+    ) -> Result<u64> {
+        let seq = self.next_seq();
+        if let Backend::Memory(m) = &mut self.backend {
+            let n = m.append_with(seq, &header, mask_len, data_len, fill)?;
+            self.offsets.push(self.end);
+            self.end += n as u64;
+            return Ok(seq);
+        }
+        let mut tmp = std::mem::take(&mut self.tmp);
+        tmp.clear();
+        tmp.resize(mask_len + data_len, 0);
+        let (m, d) = tmp.split_at_mut(mask_len);
+        fill(m, d);
+        let r = self.append(&RecordRef { header, mask: &tmp[..mask_len], data: &tmp[mask_len..] });
+        self.tmp = tmp;
+        r
     }
 
     pub fn first_seq(&self) -> u64 {
@@ -175,10 +211,7 @@ impl TLog {
     pub fn get(&self, seq: u64) -> Result<Record> {
         let (a, b) = self.frame_range(seq)?;
         match &self.backend {
-            Backend::Memory { data } => {
-                let f = data.get(a as usize..b as usize).ok_or_else(|| Error::new(ErrorKind::Internal, "log index out of range"))?;
-                frame::decode_checked(f, seq, "(memory)", a)
-            }
+            Backend::Memory(m) => m.get(seq, (b - a) as usize, a),
             Backend::Buffered(f) => f.read(seq, a, b),
             Backend::Fsync(f) => {
                 f.handle().wait_durable(seq)?;
@@ -203,7 +236,7 @@ impl TLog {
         }
         let cut = self.offsets[seq as usize];
         match &mut self.backend {
-            Backend::Memory { data } => data.truncate(cut as usize),
+            Backend::Memory(m) => m.truncate(seq as usize),
             Backend::Buffered(f) => f.truncate(cut)?,
             Backend::Fsync(f) => f.truncate(cut, seq)?,
         }
@@ -212,14 +245,16 @@ impl TLog {
         Ok(())
     }
 
-    /// Back to empty (memory: frees the buffer; file: header only, synced).
+    /// Back to empty (memory: keeps a bounded number of chunks and index
+    /// capacity for reuse; file: header only, synced).
     pub fn clear(&mut self) -> Result<()> {
         match &mut self.backend {
-            Backend::Memory { data } => *data = Vec::new(),
+            Backend::Memory(m) => m.clear(),
             Backend::Buffered(f) => f.truncate(self.start)?,
             Backend::Fsync(f) => f.truncate(self.start, 0)?,
         }
-        self.offsets = Vec::new();
+        self.offsets.clear();
+        self.offsets.shrink_to(1 << 16);
         self.end = self.start;
         Ok(())
     }
@@ -227,7 +262,7 @@ impl TLog {
     /// Pushes buffered bytes to the OS (Fsync: waits until all is synced).
     pub fn flush(&mut self) -> Result<()> {
         match &mut self.backend {
-            Backend::Memory { .. } => Ok(()),
+            Backend::Memory(_) => Ok(()),
             Backend::Buffered(f) => f.flush(),
             Backend::Fsync(f) => f.barrier(),
         }
@@ -244,7 +279,7 @@ impl TLog {
     /// Memory, Buffered or Fsync.
     pub fn durability(&self) -> Durability {
         match &self.backend {
-            Backend::Memory { .. } => Durability::None,
+            Backend::Memory(_) => Durability::None,
             Backend::Buffered(_) => Durability::Buffered,
             Backend::Fsync(_) => Durability::Fsync,
         }
