@@ -3,8 +3,10 @@
 //! The page is processed in 64-byte blocks; each block yields one 64-bit word
 //! of the change bitmap (bit `i` = byte `i` differs, LSB-first, the same
 //! layout as `MMSB_ENC_DENSE` masks). On x86_64 a block is four SSE2
-//! compare + movemask steps (SSE2 is baseline there); elsewhere it is eight
-//! SWAR steps on `u64` words. The same pass counts changed bytes and the
+//! compare + movemask steps (SSE2 is baseline there), or two AVX2 steps
+//! when the CPU has AVX2 (detected at run time); elsewhere it is eight
+//! SWAR steps on `u64` words. All kernels are property-tested equal to the
+//! scalar reference. The same pass counts changed bytes and the
 //! number of runs (maximal ranges of changed bytes), so the encoding can be
 //! chosen without a second pass over the data:
 //!
@@ -43,6 +45,54 @@ pub fn block_mask(a: &[u8; 64], b: &[u8; 64]) -> u64 {
 #[inline(always)]
 pub fn block_mask(a: &[u8; 64], b: &[u8; 64]) -> u64 {
     block_mask_swar(a, b)
+}
+
+/// AVX2 version of [`block_mask`]: two 32-byte compares.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+pub unsafe fn block_mask_avx2(a: &[u8; 64], b: &[u8; 64]) -> u64 {
+    use std::arch::x86_64::{__m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8};
+    // SAFETY: AVX2 is available (caller contract); each pointer addresses
+    // 32 in-bounds bytes of a 64-byte array; loadu needs no alignment.
+    unsafe {
+        let lo = _mm256_movemask_epi8(_mm256_cmpeq_epi8(
+            _mm256_loadu_si256(a.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(b.as_ptr() as *const __m256i),
+        )) as u32 as u64;
+        let hi = _mm256_movemask_epi8(_mm256_cmpeq_epi8(
+            _mm256_loadu_si256(a.as_ptr().add(32) as *const __m256i),
+            _mm256_loadu_si256(b.as_ptr().add(32) as *const __m256i),
+        )) as u32 as u64;
+        !(lo | (hi << 32))
+    }
+}
+
+/// Whether the AVX2 kernels can be used (std caches the CPUID probe).
+#[inline]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Which block kernel a diff uses (tests force each one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// AVX2 if available, else the baseline.
+    Auto,
+    /// SSE2 on x86_64, SWAR elsewhere.
+    Baseline,
+    /// Portable `u64` SWAR.
+    Swar,
 }
 
 const LO7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
@@ -105,16 +155,46 @@ fn as_block(s: &[u8]) -> Option<&[u8; 64]> {
 /// Diffs `new` against `old` (equal lengths; extra bytes of the longer one
 /// are ignored) in one pass. `bitmap` is resized to `ceil(n/8)` bytes and
 /// receives the change bitmap. Returns changed bytes and runs.
+#[inline]
 pub fn diff_bitmap(old: &[u8], new: &[u8], bitmap: &mut Vec<u8>) -> DiffSummary {
+    diff_bitmap_with(Kernel::Auto, old, new, bitmap)
+}
+
+/// [`diff_bitmap`] with a chosen block kernel.
+pub fn diff_bitmap_with(kernel: Kernel, old: &[u8], new: &[u8], bitmap: &mut Vec<u8>) -> DiffSummary {
     let n = old.len().min(new.len());
-    let (old, new) = (&old[..n], &new[..n]);
     bitmap.clear();
     bitmap.resize(n.div_ceil(8), 0);
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Auto if has_avx2() => {
+            // SAFETY: AVX2 is available (checked just above).
+            unsafe { diff_avx2(&old[..n], &new[..n], bitmap) }
+        }
+        Kernel::Auto | Kernel::Baseline => diff_loop(&old[..n], &new[..n], bitmap, block_mask),
+        Kernel::Swar => diff_loop(&old[..n], &new[..n], bitmap, block_mask_swar),
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn diff_avx2(old: &[u8], new: &[u8], bitmap: &mut [u8]) -> DiffSummary {
+    // SAFETY: AVX2 is available (this function's contract).
+    diff_loop(old, new, bitmap, |a, b| unsafe { block_mask_avx2(a, b) })
+}
+
+/// The one-pass loop over equal-length `old`/`new`; `bitmap` holds
+/// `ceil(n/8)` zero bytes.
+#[inline(always)]
+fn diff_loop(old: &[u8], new: &[u8], bitmap: &mut [u8], block: impl Fn(&[u8; 64], &[u8; 64]) -> u64) -> DiffSummary {
+    let n = old.len().min(new.len());
     let mut changed = 0u64;
     let mut runs = 0u64;
     let mut carry = 0u64; // 1 if the byte before the current block changed
     let full = n / 64;
-    let (bm_full, bm_tail) = bitmap.split_at_mut(full * 8);
+    let (bm_full, bm_tail) = bitmap.split_at_mut((full * 8).min(bitmap.len()));
     for ((ca, cb), out) in old
         .chunks_exact(64)
         .zip(new.chunks_exact(64))
@@ -123,7 +203,7 @@ pub fn diff_bitmap(old: &[u8], new: &[u8], bitmap: &mut Vec<u8>) -> DiffSummary 
         let (Some(a), Some(b)) = (as_block(ca), as_block(cb)) else {
             continue;
         };
-        let m = block_mask(a, b);
+        let m = block(a, b);
         out.copy_from_slice(&m.to_le_bytes());
         changed += m.count_ones() as u64;
         runs += (m & !((m << 1) | carry)).count_ones() as u64;
@@ -132,7 +212,7 @@ pub fn diff_bitmap(old: &[u8], new: &[u8], bitmap: &mut Vec<u8>) -> DiffSummary 
     let tail = n - full * 64;
     if tail > 0 {
         let mut m = 0u64;
-        for (i, (x, y)) in old[full * 64..].iter().zip(&new[full * 64..]).enumerate() {
+        for (i, (x, y)) in old[full * 64..n].iter().zip(&new[full * 64..n]).enumerate() {
             m |= ((x != y) as u64) << i;
         }
         changed += m.count_ones() as u64;
@@ -306,6 +386,10 @@ mod tests {
             b[i] = if i % 3 == 0 { i as u8 ^ 0x80 } else { i as u8 };
         }
         assert_eq!(block_mask(&a, &b), block_mask_swar(&a, &b));
+        if has_avx2() {
+            // SAFETY: AVX2 checked.
+            assert_eq!(unsafe { block_mask_avx2(&a, &b) }, block_mask_swar(&a, &b));
+        }
         b = a;
         assert_eq!(block_mask(&a, &b), 0);
     }
@@ -360,6 +444,11 @@ mod tests {
             let (rbm, rc) = diff_scalar(&old, &new);
             prop_assert_eq!(&bm, &rbm);
             prop_assert_eq!(s.changed, rc);
+            for k in [Kernel::Baseline, Kernel::Swar] {
+                let mut bk = vec![0xEE; 3];
+                prop_assert_eq!(diff_bitmap_with(k, &old, &new, &mut bk), s);
+                prop_assert_eq!(&bk, &rbm);
+            }
             prop_assert_eq!(count_diff(&old, &new), rc);
             let rr = ranges_scalar(&old, &new);
             prop_assert_eq!(s.runs, rr.len() as u64);
