@@ -81,6 +81,8 @@ extern "C" {
 #define MMSB_REC_EDGE_REMOVE   4  /* page_id = parent, aux = child                   */
 #define MMSB_REC_RECOMPUTE_SET 5  /* page_id = child, aux = kind, payload = u64 parents */
 #define MMSB_REC_DELTA         6  /* all header fields; payload = mask ++ data (see mask_len) */
+#define MMSB_REC_DELTA_STAMP   7  /* page_id, delta_id, base_epoch, timestamp: an id handed out
+                                     by mmsb_delta_stamp (restores next ids and the clock) */
 
 #define MMSB_WRITE_PROPAGATE 1u   /* flags: run propagation after applying            */
 #define MMSB_WRITE_PARALLEL  2u   /* flags (batch only): apply pages on worker threads */

@@ -3,9 +3,10 @@
 //!
 //! `apply_record` is the one place that turns a record into a state change;
 //! live operations log the same records, so replaying a log reproduces ids,
-//! epochs, bytes, the graph and the next ids. Deltas stamped but never
-//! applied (or that changed nothing) are not logged, so after replay from
-//! the log alone the next delta id is one past the largest *logged* one.
+//! epochs, bytes, the graph, the next ids and the logical clock. Every
+//! `delta_stamp` logs a `REC_DELTA_STAMP` record, so a delta stamped but
+//! never applied (or applied as a no-op, which logs no delta) still moves
+//! the next delta id and the clock on replay.
 //! Closure recomputes cannot be restored into a new state (Julia must
 //! register them again): recovery, checkpoint load and `replay_to_epoch`
 //! turn them into `NONE`, keeping their edges; `replay` (rollback of the same
@@ -101,6 +102,10 @@ impl Inner {
                 delta::validate(h.encoding, mask, data, s.page.size as u64, h.page_id).map_err(|e| corrupt(seq, e.msg))?;
                 s.page.apply(h.encoding, mask, data).map_err(|e| corrupt(seq, e.msg))?;
                 s.page.epoch += 1;
+                self.ids.delta.observe(h.delta_id);
+                self.ids.clock.observe(h.timestamp);
+            }
+            REC_DELTA_STAMP => {
                 self.ids.delta.observe(h.delta_id);
                 self.ids.clock.observe(h.timestamp);
             }

@@ -40,6 +40,10 @@ pub const REC_EDGE_ADD: u8 = 3;
 pub const REC_EDGE_REMOVE: u8 = 4;
 pub const REC_RECOMPUTE_SET: u8 = 5;
 pub const REC_DELTA: u8 = 6;
+/// A delta id (and clock tick) handed out by `delta_stamp`: logged so that
+/// recovery restores the next delta id and the clock even if the delta is
+/// never applied, or applied as a no-op (which logs nothing).
+pub const REC_DELTA_STAMP: u8 = 7;
 
 pub const WRITE_PROPAGATE: u32 = 1;
 pub const WRITE_PARALLEL: u32 = 2;
@@ -500,9 +504,17 @@ impl Inner {
         Ok(out)
     }
 
+    /// Hands out a delta id and a clock tick, logged first (REC_DELTA_STAMP)
+    /// so that a log-only rebuild reaches the same next ids and clock.
     pub fn delta_stamp(&mut self, page_id: u64) -> Result<Stamp> {
         let base_epoch = self.slot(page_id)?.page.epoch;
-        Ok(Stamp { id: self.ids.delta.next(), base_epoch, timestamp: self.ids.clock.tick() })
+        let id = self.ids.delta.peek();
+        let timestamp = self.ids.clock.now() + 1;
+        let header = RecordHeader { kind: REC_DELTA_STAMP, page_id, delta_id: id, base_epoch, timestamp, ..RecordHeader::default() };
+        self.append(header, &[], &[])?;
+        self.ids.delta.commit(id);
+        self.ids.clock.observe(timestamp);
+        Ok(Stamp { id, base_epoch, timestamp })
     }
 
     /// Checks a caller-built delta against the current state.

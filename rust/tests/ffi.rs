@@ -242,13 +242,17 @@ fn deltas_through_the_abi() {
     assert_eq!(unsafe { mmsb_delta_route_batch(st, [fresh, other].as_ptr(), 2, 3, &mut br) }, OK, "{}", msg());
     assert_eq!(br.applied, 1); // `fresh` repeats bytes already there
     assert_eq!(read(st, a, 10)[0], 5);
-    // the log holds the delta with its payload
+    // the log holds both stamps (kind 7, no payload), then the delta with its payload
     let mut h = MmsbLogRecord::default();
     let mut n = 0;
-    assert_eq!(unsafe { mmsb_tlog_entry(st, 2, &mut h, null_mut(), 0, &mut n) }, E_SMALL);
+    for (seq, s) in [(2, s1), (3, s2)] {
+        assert_eq!(unsafe { mmsb_tlog_entry(st, seq, &mut h, null_mut(), 0, &mut n) }, OK);
+        assert_eq!((h.kind, h.page_id, h.delta_id, h.timestamp, n), (7, a, s.id, s.timestamp, 0));
+    }
+    assert_eq!(unsafe { mmsb_tlog_entry(st, 4, &mut h, null_mut(), 0, &mut n) }, E_SMALL);
     assert_eq!(n, 19);
     let mut pl = vec![0u8; 19];
-    assert_eq!(unsafe { mmsb_tlog_entry(st, 2, &mut h, pl.as_mut_ptr(), 19, &mut n) }, OK);
+    assert_eq!(unsafe { mmsb_tlog_entry(st, 4, &mut h, pl.as_mut_ptr(), 19, &mut n) }, OK);
     assert_eq!((h.kind, h.page_id, h.delta_id, h.mask_len, h.encoding), (6, a, 1, 16, 1));
     assert_eq!(&pl[16..], &data);
     unsafe { mmsb_state_free(st) };
