@@ -299,6 +299,20 @@ pub fn encode_sparse(bitmap: &[u8], new: &[u8], sum: DiffSummary, mask: &mut Vec
 #[inline]
 pub fn encode_sparse_into(bitmap: &[u8], new: &[u8], mask: &mut [u8], data: &mut [u8]) -> (usize, usize) {
     let n = new.len();
+    if mask.len() == 16 && !data.is_empty() {
+        // One run (e.g. a fully rewritten page): it starts at the first set
+        // bit and covers `data.len()` bytes; no walk over the whole bitmap.
+        if let Some(i) = bitmap.iter().position(|&b| b != 0) {
+            let s = i * 8 + bitmap[i].trailing_zeros() as usize;
+            let l = data.len();
+            if let Some(src) = new.get(s..s + l) {
+                mask[..8].copy_from_slice(&(s as u64).to_le_bytes());
+                mask[8..].copy_from_slice(&(l as u64).to_le_bytes());
+                data.copy_from_slice(src);
+                return (16, l);
+            }
+        }
+    }
     let (mut mi, mut di) = (0usize, 0usize);
     for_each_run(bitmap, n, |s, l| {
         if let (Some(m), Some(d), Some(src)) = (mask.get_mut(mi..mi + 16), data.get_mut(di..di + l), new.get(s..s + l)) {
@@ -457,6 +471,10 @@ mod tests {
             encode_sparse(&bm, &new, s, &mut m, &mut d);
             prop_assert_eq!(m.len(), rr.len() * 16);
             prop_assert_eq!(d.len() as u64, rc);
+            let pairs: Vec<(u64, u64)> = m.chunks_exact(16).map(|c| (load64(c, 0), load64(c, 8))).collect();
+            prop_assert_eq!(&pairs, &rr);
+            let want: Vec<u8> = rr.iter().flat_map(|&(s, l)| new[s as usize..(s + l) as usize].to_vec()).collect();
+            prop_assert_eq!(&d, &want);
         }
     }
 }
