@@ -231,25 +231,45 @@ impl Inner {
 
     fn store_signature(&mut self, id: u64, from_pending: bool) {
         let Inner { slots, prop, .. } = self;
-        let Some(Some(s)) = slots.get(id as usize) else { return };
-        let epochs: Vec<u64> = if from_pending {
-            std::mem::take(&mut prop.pending_sig)
+        if from_pending {
+            if let Some(Some(s)) = slots.get_mut(id as usize) {
+                std::mem::swap(&mut s.rc.sig, &mut prop.pending_sig);
+                prop.pending_sig.clear();
+            }
         } else {
-            s.rc.parents
-                .iter()
-                .map(|&p| match slots.get(p as usize) {
-                    Some(Some(ps)) => ps.page.epoch,
+            // In place, no allocation: read each parent's epoch, then write.
+            let n = match slots.get(id as usize) {
+                Some(Some(s)) => s.rc.parents.len(),
+                _ => return,
+            };
+            for k in 0..n {
+                let e = match slots.get(id as usize) {
+                    Some(Some(s)) => match s.rc.parents.get(k).and_then(|&p| slots.get(p as usize)) {
+                        Some(Some(ps)) => ps.page.epoch,
+                        _ => 0,
+                    },
                     _ => 0,
-                })
-                .collect()
-        };
+                };
+                if let Some(Some(s)) = slots.get_mut(id as usize) {
+                    if k == 0 {
+                        s.rc.sig.clear();
+                    }
+                    s.rc.sig.push(e);
+                }
+            }
+            if n == 0 {
+                if let Some(Some(s)) = slots.get_mut(id as usize) {
+                    s.rc.sig.clear();
+                }
+            }
+        }
         if let Some(Some(s)) = slots.get_mut(id as usize) {
-            s.rc.sig.clear();
-            s.rc.sig.extend_from_slice(&epochs);
             s.rc.sig_set = true;
             s.rc.stale = false;
         }
-        prop.stale.remove(&id);
+        if !prop.stale.is_empty() {
+            prop.stale.remove(&id);
+        }
     }
 
     fn run_loop(&mut self) -> Result<PropStep> {
