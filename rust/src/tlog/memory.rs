@@ -16,7 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Largest regular chunk.
 pub const CHUNK: usize = 1 << 20;
 /// First chunk of an empty log.
-pub const FIRST_CHUNK: usize = 16 << 10;
+pub const FIRST_CHUNK: usize = 4 << 10;
 /// Bytes of emptied chunks kept for reuse after `clear`/`truncate` (bounds
 /// the memory a reset state keeps).
 pub const KEEP_BYTES: usize = 8 << 20;
