@@ -15,7 +15,7 @@ page's size changed), `RecomputeError`, `StateClosedError`.
 """
 function route_delta!(st::MMSBState, d::Delta; propagate::Bool = true)
     h = handle(st)
-    st.in_recompute && throw(ArgumentError("recompute functions must not write to the state (route_delta! on page $(d.page_id))"))
+    check_not_recomputing(st, "route_delta!")
     desc, bufs = native_delta(d)
     lock(st.lock)
     try
@@ -40,7 +40,7 @@ result. Returns the number of deltas that changed bytes.
 function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propagate::Bool = true,
                              parallel::Bool = st.config.parallel)
     h = handle(st)
-    st.in_recompute && throw(ArgumentError("recompute functions must not write to the state (batch_route_deltas!)"))
+    check_not_recomputing(st, "batch_route_deltas!")
     descs = Vector{CDeltaDesc}(undef, length(deltas))
     keep = Vector{Any}(undef, length(deltas))
     for (i, d) in enumerate(deltas)

@@ -155,9 +155,7 @@ function update_page(st::MMSBState, id, bytes::AbstractVector{UInt8})
     pid = page_id(id)
     data = bytes isa Vector{UInt8} ? bytes : Vector{UInt8}(bytes)
     h = handle(st)
-    if st.in_recompute
-        throw(ArgumentError("recompute functions must not write to the state (update_page of page $pid)"))
-    end
+    check_not_recomputing(st, "update_page")
     lock(st.lock)
     try
         if st.delivering

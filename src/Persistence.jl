@@ -38,15 +38,18 @@ end
 
 Roll the state back to the log prefix that ends at sequence number `upto`:
 pages, epochs, graph and next ids become what they were right after that
-record, and later records are dropped from the log. Closure recomputes are
-dropped too (register them again).
+record, and later records are dropped from the log. Closure recomputes whose
+registration is part of that prefix stay registered; the others are dropped.
 """
 function replay!(st::MMSBState; upto::Integer)
     upto >= 0 || throw(ArgumentError("upto must be a log sequence number ≥ 0, got $upto"))
     h = handle(st)
     lock(st.lock) do
         replay_native(h, UInt64(upto))
-        empty!(st.recomputes)
+        filter!(st.recomputes) do (id, r)
+            info = page_info_or_nothing(h, id)
+            info !== nothing && info.recompute == RECOMPUTE_CLOSURE && signature(h, id)[1] == r.parents
+        end
     end
     return st
 end
@@ -70,8 +73,8 @@ end
     TLogEntry
 
 One log record: `seq`, `kind` (`:page_create`, `:page_delete`, `:edge_add`,
-`:edge_remove`, `:recompute_set`, `:delta`), `page_id`, `aux` (size, child or
-recompute kind), `delta_id`, `base_epoch`, `timestamp`, `source`, `encoding`
+`:edge_remove`, `:recompute_set`, `:delta`, `:delta_stamp` — an id handed out by
+`create_delta`), `page_id`, `aux` (size, child or recompute kind), `delta_id`, `base_epoch`, `timestamp`, `source`, `encoding`
 (`:dense`/`:sparse` for deltas), `mask` and `data` bytes.
 """
 struct TLogEntry
@@ -88,7 +91,7 @@ struct TLogEntry
     data::Vector{UInt8}
 end
 
-const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta)
+const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp)
 Base.show(io::IO, e::TLogEntry) = print(io, "TLogEntry(#", e.seq, " ", e.kind, " page=", e.page_id,
                                         e.kind === :delta ? string(" delta=", e.delta_id, " base=", e.base_epoch, " ", e.encoding) : "", ")")
 

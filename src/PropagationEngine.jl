@@ -161,13 +161,13 @@ end
 function run_recompute(st::MMSBState, id::UInt64)
     r = get(st.recomputes, id, nothing)
     r === nothing && return ArgumentError("page $id has a closure recompute in the native state but no Julia function; register it again (closures are not restored from logs or checkpoints)")
-    st.in_recompute = true
+    st.recompute_task = current_task()
     out = try
         call_recompute(r.f, RecomputeView(st, id, r.parents), Page(st, id))
     catch e
         e
     finally
-        st.in_recompute = false
+        st.recompute_task = nothing
     end
     out isa Exception && return out
     out isa Vector{UInt8} && return out

@@ -74,13 +74,13 @@ mutable struct MMSBState
     batch::Any                            # the open EventBatch, or nothing
     events_on::Bool                       # native event recording enabled
     delivering::Bool                      # callbacks are running: writes are queued
-    in_recompute::Bool                    # a recompute function is running: writes refused
+    recompute_task::Any                   # the task running a recompute function (its writes are refused), or nothing
     deferred::Vector{Any}                 # writes queued by callbacks
     event_buf::Vector{CEvent}             # drain buffer, sized on first use
     recovery::NamedTuple{(:records, :bytes_truncated),Tuple{Int,Int}}
     function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
         st = new(handle, config, ReentrantLock(), Dict{UInt64,Any}(), Any[], nothing,
-                 false, false, false, Any[], CEvent[],
+                 false, false, nothing, Any[], CEvent[],
                  (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)))
         finalizer(free_handle!, st)
         return st
@@ -106,6 +106,13 @@ Base.isopen(st::MMSBState) = st.handle != C_NULL
 @noinline throw_closed() = throw(StateClosedError("the MMSB state was stopped (mmsb_stop); start a new one with mmsb_start"))
 
 "The native handle of an open state; throws `StateClosedError` after `mmsb_stop`."
+# Throws if the calling task is inside a recompute function of `st` (recomputes must not write).
+@inline function check_not_recomputing(st::MMSBState, what)
+    st.recompute_task === current_task() &&
+        throw(ArgumentError("recompute functions must not write to the state ($what)"))
+    return nothing
+end
+
 @inline function handle(st::MMSBState)
     h = st.handle
     h == C_NULL && throw_closed()
@@ -184,7 +191,7 @@ function reset!(st::MMSBState)
         st.batch = nothing
         st.events_on = false
         st.delivering = false
-        st.in_recompute = false
+        st.recompute_task = nothing
     end
     return st
 end
