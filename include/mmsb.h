@@ -83,6 +83,8 @@ extern "C" {
 #define MMSB_REC_DELTA         6  /* all header fields; payload = mask ++ data (see mask_len) */
 #define MMSB_REC_DELTA_STAMP   7  /* page_id, delta_id, base_epoch, timestamp: an id handed out
                                      by mmsb_delta_stamp (restores next ids and the clock) */
+#define MMSB_REC_SNAPSHOT      8  /* aux = the checkpoint's log_seq; payload = checkpoint body:
+                                     mmsb_checkpoint_load; replay replaces the whole state */
 
 #define MMSB_WRITE_PROPAGATE 1u   /* flags: run propagation after applying            */
 #define MMSB_WRITE_PARALLEL  2u   /* flags (batch only): apply pages on worker threads */
@@ -271,7 +273,8 @@ int32_t mmsb_tlog_len(MmsbState *st, uint64_t *first_seq, uint64_t *next_seq);
 int32_t mmsb_tlog_entry(MmsbState *st, uint64_t seq, MmsbLogRecord *hdr,
                         uint8_t *payload, uint64_t cap, uint64_t *out_len);
 int32_t mmsb_checkpoint_write(MmsbState *st, const uint8_t *path, uint64_t path_len);
-/* st must be empty (fresh or reset). Restores, then replays log records after it. */
+/* st must be empty (fresh or reset). Restores it and logs it as one MMSB_REC_SNAPSHOT
+   record, so st's log alone rebuilds st; later records replay on top of it. */
 int32_t mmsb_checkpoint_load(MmsbState *st, const uint8_t *path, uint64_t path_len);
 /* Rolls st back to the log prefix ending at seq (the log is cut there too). */
 int32_t mmsb_replay(MmsbState *st, uint64_t upto_seq);

@@ -47,7 +47,10 @@ fn put(b: &mut Vec<u8>, v: u64) {
     b.extend_from_slice(&v.to_le_bytes());
 }
 
-fn encode_body(snap: &Snapshot, path: &str) -> Result<Vec<u8>> {
+/// The checkpoint body of `snap` (the bytes after the 32-byte header; also
+/// the payload of a `REC_SNAPSHOT` log record). `path` names the target in
+/// errors. A page whose `bytes.len() != size`: `Invalid`.
+pub fn encode_body(snap: &Snapshot, path: &str) -> Result<Vec<u8>> {
     let bytes_total: usize = snap.pages.iter().map(|p| p.bytes.len() + 48 + 8 * p.parents.len()).sum();
     let mut b = Vec::with_capacity(64 + bytes_total + 24 * snap.edges.len());
     for v in [snap.next_page_id, snap.next_delta_id, snap.clock, snap.log_seq] {
@@ -173,9 +176,17 @@ fn bad(path: &str, why: impl std::fmt::Display) -> Error {
 /// Reads and validates a checkpoint. Any bad or missing byte gives
 /// `Err(Checkpoint)` naming the path and the problem; never panics.
 pub fn read(path: &Path) -> Result<Snapshot> {
+    read_with_body(path).map(|(s, _)| s)
+}
+
+/// Like [`read`], also returning the validated body bytes (what a
+/// `REC_SNAPSHOT` log record carries).
+pub fn read_with_body(path: &Path) -> Result<(Snapshot, Vec<u8>)> {
     let p = path.display().to_string();
-    let all = std::fs::read(path).map_err(|e| bad(&p, format!("cannot read: {e}")))?;
-    decode(&all, &p)
+    let mut all = std::fs::read(path).map_err(|e| bad(&p, format!("cannot read: {e}")))?;
+    let snap = decode(&all, &p)?;
+    all.drain(..HEADER_LEN);
+    Ok((snap, all))
 }
 
 fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
@@ -205,6 +216,13 @@ fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
     if crate::tlog::crc32c(body) != u32_at(24) {
         return Err(bad(p, "body CRC32C mismatch"));
     }
+    decode_body(body, p)
+}
+
+/// Parses a checkpoint body (no header, no CRC: the caller has checked the
+/// bytes' integrity) with the same bounds checks as [`read`]. `p` names the
+/// source in errors (`Checkpoint` kind); never panics.
+pub fn decode_body(body: &[u8], p: &str) -> Result<Snapshot> {
     let mut c = Cur { b: body, off: 0, path: p };
     let mut s = Snapshot {
         next_page_id: c.u64("next page id")?,
@@ -329,6 +347,20 @@ mod tests {
         // also through the file path
         std::fs::write(&p, &bytes[..bytes.len() - 1]).unwrap();
         assert_eq!(read(&p).unwrap_err().kind, ErrorKind::Checkpoint);
+    }
+
+    #[test]
+    fn body_round_trip_and_every_body_truncation_is_an_error() {
+        let body = encode_body(&snap(), "x").unwrap();
+        assert_eq!(decode_body(&body, "x").unwrap(), snap());
+        for n in 0..body.len() {
+            let e = decode_body(&body[..n], "x").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Checkpoint);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.ckpt");
+        write(&p, &snap()).unwrap();
+        assert_eq!(read_with_body(&p).unwrap(), (snap(), body));
     }
 
     #[test]

@@ -7,20 +7,22 @@
 //! `delta_stamp` logs a `REC_DELTA_STAMP` record, so a delta stamped but
 //! never applied (or applied as a no-op, which logs no delta) still moves
 //! the next delta id and the clock on replay.
+//! A checkpoint load is logged as one `REC_SNAPSHOT` record carrying the
+//! checkpoint body; replaying it replaces the state by the snapshot, and
+//! replay starts from the last such record (`snapshot_seq`).
 //! Closure recomputes cannot be restored into a new state (Julia must
 //! register them again): recovery, checkpoint load and `replay_to_epoch`
 //! turn them into `NONE`, keeping their edges; `replay` (rollback of the same
 //! state) keeps them.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::checkpoint::{self, SnapPage, Snapshot};
 use crate::delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::propagate::{RC_CLOSURE, RC_NONE, RC_PASSTHROUGH};
 use crate::state::*;
-use crate::tlog::{Durability, Record, RecordRef, RecoveryReport, TLog};
+use crate::tlog::{Durability, Record, RecordHeader, RecordRef, RecoveryReport, TLog};
 
 fn corrupt(seq: u64, msg: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::TLogCorrupt, format!("log record {seq} cannot be replayed: {msg}"))
@@ -108,6 +110,15 @@ impl Inner {
             REC_DELTA_STAMP => {
                 self.ids.delta.observe(h.delta_id);
                 self.ids.clock.observe(h.timestamp);
+            }
+            REC_SNAPSHOT => {
+                // The whole state becomes the snapshot (closures dropped, as
+                // on the live load).
+                let snap = checkpoint::decode_body(&rec.payload, "snapshot record").map_err(|e| corrupt(seq, e.msg))?;
+                let mut fresh = self.scratch_inner();
+                fresh.restore(&snap, false).map_err(|e| corrupt(seq, e.msg))?;
+                self.take_core(fresh);
+                self.snapshot_seq = seq;
             }
             k => return Err(corrupt(seq, format!("unknown record kind {k}"))),
         }
@@ -215,8 +226,14 @@ impl Inner {
         Inner::new(self.cfg.clone(), TLog::memory())
     }
 
-    /// Loads a checkpoint into this empty state, then replays the records of
-    /// this state's log that follow the checkpoint's log position.
+    /// Loads a checkpoint into this empty state and logs it as one
+    /// `REC_SNAPSHOT` record (payload: the checkpoint body), so this state's
+    /// log alone still rebuilds it. The records "after" the checkpoint are
+    /// the ones appended after that record; records already in this log
+    /// (the history that left the state empty) precede the load and are not
+    /// replayed onto the snapshot (they belong to another history than the
+    /// checkpoint's, whose `log_seq` numbers records of the log it was
+    /// written from). Nothing changes on error.
     pub fn checkpoint_load(&mut self, path: &Path) -> Result<()> {
         if self.n_pages != 0 || self.prop.active {
             return Err(Error::new(
@@ -224,75 +241,53 @@ impl Inner {
                 format!("checkpoint {} can only be loaded into an empty state ({} pages present)", path.display(), self.n_pages),
             ));
         }
-        let snap = checkpoint::read(path)?;
+        let (snap, body) = checkpoint::read_with_body(path)?;
         let mut fresh = self.scratch_inner();
         fresh.restore(&snap, false).map_err(|e| {
             Error::new(ErrorKind::Checkpoint, format!("{}: {}", path.display(), e.msg))
         })?;
-        let last = self.log.next_seq() - 1;
-        let base_seq = if last > snap.log_seq {
-            for r in self.log.records_from(snap.log_seq + 1)? {
-                fresh.apply_record(&r, false)?;
-            }
-            snap.log_seq
-        } else {
-            last
-        };
+        let header = RecordHeader { kind: REC_SNAPSHOT, aux: snap.log_seq, ..RecordHeader::default() };
+        let seq = self.append(header, &[], &body).map_err(|e| {
+            Error::new(e.kind, format!("checkpoint {} cannot be logged: {}", path.display(), e.msg))
+        })?;
         self.take_core(fresh);
-        self.base = Some((Arc::new(snap), base_seq));
+        self.snapshot_seq = seq;
         Ok(())
     }
 
-    /// Rolls the state back to the log prefix ending at `upto`; the log is
-    /// cut there too.
+    /// Rolls the state back to the log prefix ending at `upto` (0: empty);
+    /// the log is cut there too. Starts from the last snapshot record at or
+    /// before `upto` when there is one.
     pub fn replay(&mut self, upto: u64) -> Result<()> {
         if self.prop.pending.is_some() {
             return Err(self.busy("replay"));
         }
-        let last = self.log.next_seq() - 1;
-        let (base, base_seq) = match &self.base {
-            Some((b, s)) => (Some(b.clone()), *s),
-            None => (None, 0),
-        };
-        if upto > last || upto < base_seq {
-            return Err(Error::new(
-                ErrorKind::Invalid,
-                format!("replay upto {upto}: the log holds records {} to {last}", base_seq + 1),
-            ));
+        let last = self.log.len();
+        if upto > last {
+            return Err(Error::new(ErrorKind::Invalid, format!("replay upto {upto}: the log holds records 1 to {last}")));
         }
+        let start = if self.snapshot_seq > 0 && self.snapshot_seq <= upto { self.snapshot_seq } else { 1 };
         let mut fresh = self.scratch_inner();
-        if let Some(b) = &base {
-            fresh.restore(b, true)?;
-        }
-        for seq in base_seq + 1..=upto {
+        for seq in start..=upto {
             let r = self.log.get(seq)?;
             fresh.apply_record(&r, true)?;
         }
         self.log.truncate_after(upto)?;
+        let snapshot_seq = fresh.snapshot_seq;
         self.take_core(fresh);
-        self.base = base.map(|b| (b, base_seq));
+        self.snapshot_seq = snapshot_seq;
         Ok(())
     }
 
     /// A new in-memory state with every page as of epoch `min(epoch, current)`.
+    /// Starts at the last snapshot record (a loaded checkpoint); an epoch
+    /// older than a page's epoch in that snapshot is `Invalid` (the history
+    /// before the checkpoint is not in this log).
     pub fn replay_to_epoch(&self, epoch: u64) -> Result<Inner> {
         let cfg = Config { tlog_path: None, durability: Durability::None, truncate: false, ..self.cfg.clone() };
         let mut fresh = Inner::new(cfg, TLog::memory());
-        let base_seq = match &self.base {
-            Some((b, s)) => {
-                if let Some(p) = b.pages.iter().find(|p| p.epoch > epoch) {
-                    return Err(Error::new(
-                        ErrorKind::Invalid,
-                        format!("epoch {epoch} of page {} predates the checkpoint this state was loaded from (epoch {})", p.id, p.epoch),
-                    ));
-                }
-                fresh.restore(b, false)?;
-                fresh.base = Some((b.clone(), 0));
-                *s
-            }
-            None => 0,
-        };
-        for seq in base_seq + 1..self.log.next_seq() {
+        let start = self.snapshot_seq.max(1);
+        for seq in start..self.log.next_seq() {
             let r = self.log.get(seq)?;
             if r.header.kind == REC_DELTA {
                 match fresh.slot(r.header.page_id) {
@@ -301,9 +296,23 @@ impl Inner {
                 }
             }
             fresh.apply_record(&r, false)?;
+            if r.header.kind == REC_SNAPSHOT {
+                if let Some(s) = fresh.slots.iter().flatten().find(|s| s.page.epoch > epoch) {
+                    return Err(Error::new(
+                        ErrorKind::Invalid,
+                        format!(
+                            "epoch {epoch} of page {} predates the checkpoint this state was loaded from (log record {seq}, page epoch {} there)",
+                            s.page.id, s.page.epoch
+                        ),
+                    ));
+                }
+            }
             let ml = (r.header.mask_len as usize).min(r.payload.len());
             let (mask, data) = r.payload.split_at(ml);
-            fresh.log.append(&RecordRef { header: r.header, mask, data })?;
+            let fseq = fresh.log.append(&RecordRef { header: r.header, mask, data })?;
+            if r.header.kind == REC_SNAPSHOT {
+                fresh.snapshot_seq = fseq;
+            }
         }
         fresh.ids.page.set(self.ids.page.peek());
         fresh.ids.delta.set(self.ids.delta.peek());

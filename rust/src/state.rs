@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::checkpoint::Snapshot;
 use crate::delta::{self, ENC_DENSE, ENC_SPARSE};
 use crate::diff;
 use crate::error::{Error, ErrorKind, Result};
@@ -44,6 +43,9 @@ pub const REC_DELTA: u8 = 6;
 /// recovery restores the next delta id and the clock even if the delta is
 /// never applied, or applied as a no-op (which logs nothing).
 pub const REC_DELTA_STAMP: u8 = 7;
+/// A checkpoint loaded into the state (`checkpoint_load`): the payload is the
+/// checkpoint body; replaying it replaces the whole state by that snapshot.
+pub const REC_SNAPSHOT: u8 = 8;
 
 pub const WRITE_PROPAGATE: u32 = 1;
 pub const WRITE_PARALLEL: u32 = 2;
@@ -190,9 +192,9 @@ pub struct Inner {
     pub stats: Stats,
     pub prop: PropState,
     pub scratch: Scratch,
-    /// The checkpoint this state was loaded from and the log seq it stands
-    /// for (replay starts there).
-    pub base: Option<(Arc<Snapshot>, u64)>,
+    /// Seq of the last `REC_SNAPSHOT` record in the log (0: none): replay
+    /// and `replay_to_epoch` start there instead of at record 1.
+    pub snapshot_seq: u64,
     pub writes: u64,
 }
 
@@ -297,7 +299,7 @@ impl Inner {
             stats: Stats::default(),
             prop: PropState::default(),
             scratch: Scratch::default(),
-            base: None,
+            snapshot_seq: 0,
             writes: 0,
         }
     }
@@ -310,7 +312,7 @@ impl Inner {
         self.graph.clear();
         self.ids.reset();
         self.prop.clear();
-        self.base = None;
+        self.snapshot_seq = 0;
     }
 
     #[inline]
