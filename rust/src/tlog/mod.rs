@@ -1,10 +1,12 @@
 //! The transaction log: every state change is one record, appended with a
 //! dense sequence number starting at 1.
 //!
-//! Backends: memory (frames in fixed 1 MiB chunks, no CRC; `memory.rs`),
-//! a buffered file (frames go through a userspace buffer), and an fsync'd
-//! file (frames go to a writer thread that group-commits them). All three
-//! use the same frame encoding (`frame.rs`, `docs/tlog_format.md`).
+//! Backends: memory (frames in chunks that never move, growing from 4 KiB
+//! to 1 MiB, CRC field left zero; `memory.rs`), a buffered file (frames go
+//! through a userspace buffer), and an fsync'd file (frames go to a writer
+//! thread that group-commits them). All three use the same frame layout
+//! (`frame.rs`, `docs/tlog_format.md`); only the file backends fill in and
+//! check the CRC.
 
 mod crc;
 mod file;
@@ -81,7 +83,9 @@ enum Backend {
 /// The log. `Send`; lives inside the state's mutex.
 pub struct TLog {
     backend: Backend,
-    /// offsets[i]: byte offset of the frame of seq i + 1 (memory: in `data`).
+    /// offsets[i]: byte offset of the frame of seq i + 1: in the file, or
+    /// (memory) the logical offset, the sum of the earlier frames' lengths;
+    /// the memory log keeps its own (chunk, offset) index.
     offsets: Vec<u64>,
     /// Byte offset just past the last frame.
     end: u64,
