@@ -39,14 +39,14 @@ impl Inner {
         if self.cfg.strict_epochs {
             self.strict_check(ds, &order, &groups)?;
         }
-        let threads = match self.cfg.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            t => t as usize,
+        let parallel = flags & WRITE_PARALLEL != 0 && groups.len() > 1 && {
+            let threads = self.worker_threads();
+            threads > 1 && groups.iter().all(|g| self.slot(g.0).is_ok_and(|s| s.page.cpu().is_some()))
         };
-        let all_cpu = groups.iter().all(|g| self.slot(g.0).is_ok_and(|s| s.page.cpu().is_some()));
         let mut out = BatchOut::default();
         let mut changed_pages: Vec<u64> = Vec::new();
-        if flags & WRITE_PARALLEL != 0 && groups.len() > 1 && threads > 1 && all_cpu {
+        if parallel {
+            let threads = self.worker_threads();
             let counts = self.parallel_apply(ds, &order, &groups, threads);
             for (k, &i) in order.iter().enumerate() {
                 if counts[k] > 0 {
@@ -80,6 +80,17 @@ impl Inner {
             out.pending_page = step.page_id;
         }
         Ok(out)
+    }
+
+    /// `cfg.threads`, or (0) the machine's parallelism, looked up once per
+    /// process: `available_parallelism` reads cgroup files on Linux (tens of
+    /// µs), far more than a small batch costs.
+    fn worker_threads(&self) -> usize {
+        static AUTO: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        match self.cfg.threads {
+            0 => *AUTO.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            t => t as usize,
+        }
     }
 
     fn after_applied(&mut self, d: &DeltaIn) {

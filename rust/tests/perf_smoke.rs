@@ -178,3 +178,15 @@ fn report_shapes() {
     }
     println!("{:<40} {:>10.1} ns (median)", "state_new + 1 KiB page + free", median(ts));
 }
+
+/// Only the propagation shapes of `benchmark/benchmarks.jl` (for profiling).
+#[test]
+#[ignore]
+fn report_propagation_shapes() {
+    shape_write("single_hop (1% + 1 passthrough)", 1024, 100, 1, 1000, 100);
+    shape_write("chain_10 (1% + 10 passthrough)", 1024, 100, 10, 200, 100);
+    for _ in 0..5 {
+        shape_batch(32, 4);
+    }
+    shape_batch(128, 2);
+}
