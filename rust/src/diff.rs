@@ -244,10 +244,21 @@ pub fn count_diff(a: &[u8], b: &[u8]) -> u64 {
 #[inline]
 pub fn for_each_run(bitmap: &[u8], n: usize, mut f: impl FnMut(usize, usize)) {
     let mut open: Option<usize> = None; // start of a run continuing across words
-    for (wi, chunk) in bitmap.chunks(8).enumerate() {
+    let words = bitmap.chunks_exact(8);
+    let tail = words.remainder();
+    // Whole words load directly (a variable-length copy into a buffer
+    // compiled to a memcpy call per word); the short tail word is padded.
+    let tail_word = (!tail.is_empty()).then(|| {
         let mut wb = [0u8; 8];
-        wb[..chunk.len()].copy_from_slice(chunk);
-        let mut w = u64::from_le_bytes(wb);
+        wb[..tail.len()].copy_from_slice(tail);
+        u64::from_le_bytes(wb)
+    });
+    let all = words.map(|c| {
+        let mut wb = [0u8; 8];
+        wb.copy_from_slice(c);
+        u64::from_le_bytes(wb)
+    });
+    for (wi, mut w) in all.chain(tail_word).enumerate() {
         let base = wi * 64;
         let limit = n.saturating_sub(base).min(64);
         if limit < 64 {
