@@ -21,6 +21,30 @@ struct Delta
     source::Symbol
     timestamp::UInt64
     page_size::Int
+    native_mask::Vector{UInt8}   # the mask as the C ABI wants it, encoded once
+    function Delta(id::Integer, page_id::Integer, epoch::Integer, mask::Union{BitVector,Vector{UnitRange{Int}}},
+                   payload::Vector{UInt8}, source::Symbol, timestamp::Integer, page_size::Integer)
+        new(id, page_id, epoch, mask, payload, source, timestamp, page_size, native_mask(mask, page_size))
+    end
+end
+
+# Dense: LSB-first bitmap bytes. Sparse: (start0, len) UInt64 pairs as bytes.
+function native_mask(mask::BitVector, size::Integer)
+    out = zeros(UInt8, cld(size, 8))
+    @inbounds for i in 1:length(mask)
+        mask[i] && (out[((i-1)>>3)+1] |= UInt8(1) << ((i - 1) & 7))
+    end
+    return out
+end
+function native_mask(ranges::Vector{UnitRange{Int}}, size::Integer)
+    out = Vector{UInt8}(undef, 16 * length(ranges))
+    k = 0
+    for r in ranges, v in (UInt64(first(r) - 1), UInt64(length(r)))
+        for b in 0:7
+            out[k+=1] = (v >> (8b)) % UInt8
+        end
+    end
+    return out
 end
 
 isdense(d::Delta) = d.mask isa BitVector
@@ -197,23 +221,9 @@ end
 
 # The native description of a delta; the caller keeps `bufs` alive (GC.@preserve).
 function native_delta(d::Delta)
-    if isdense(d)
-        mask = zeros(UInt8, cld(d.page_size, 8))
-        @inbounds for i in 1:d.page_size
-            d.mask[i] && (mask[((i-1)>>3)+1] |= UInt8(1) << ((i - 1) & 7))
-        end
-        enc = ENC_DENSE
-    else
-        pairs = Vector{UInt64}(undef, 2 * length(d.mask))
-        for (k, r) in enumerate(d.mask)
-            pairs[2k-1] = UInt64(first(r) - 1)
-            pairs[2k] = UInt64(length(r))
-        end
-        mask = pairs
-        enc = ENC_SPARSE
-    end
+    mask = d.native_mask
     bufs = (mask, d.payload)
-    desc = CDeltaDesc(d.id, d.page_id, d.epoch, d.timestamp, source_code(d.source), enc, 0, 0,
-                      Ptr{UInt8}(pointer(mask)), sizeof(mask), pointer(d.payload), length(d.payload))
+    desc = CDeltaDesc(d.id, d.page_id, d.epoch, d.timestamp, source_code(d.source), isdense(d) ? ENC_DENSE : ENC_SPARSE,
+                      0, 0, pointer(mask), length(mask), pointer(d.payload), length(d.payload))
     return desc, bufs
 end

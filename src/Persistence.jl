@@ -17,9 +17,12 @@ end
 """
     load_checkpoint!(state, path) -> state
 
-Restore a checkpoint into an empty (fresh or `reset!`) state, then replay the
-state's log records that come after the checkpoint. Ids continue exactly where
-they would have. Closure recomputes must be registered again.
+Restore a checkpoint into an empty (fresh or `reset!`) state: pages, epochs,
+graph, passthrough registrations and next ids, so ids continue exactly where
+they would have. The restore itself is logged (a `:snapshot` record holding
+the checkpoint), and every later change is logged after it, so the state's log
+alone still rebuilds it (for a file log: `mmsb_start` with the same path).
+Closure recomputes must be registered again.
 
 Throws `CheckpointError` (missing, truncated, corrupt or foreign file),
 `ArgumentError` (the state is not empty).
@@ -74,7 +77,7 @@ end
 
 One log record: `seq`, `kind` (`:page_create`, `:page_delete`, `:edge_add`,
 `:edge_remove`, `:recompute_set`, `:delta`, `:delta_stamp` — an id handed out by
-`create_delta`), `page_id`, `aux` (size, child or recompute kind), `delta_id`, `base_epoch`, `timestamp`, `source`, `encoding`
+`create_delta` —, `:snapshot` — a checkpoint loaded into the state), `page_id`, `aux` (size, child or recompute kind), `delta_id`, `base_epoch`, `timestamp`, `source`, `encoding`
 (`:dense`/`:sparse` for deltas), `mask` and `data` bytes.
 """
 struct TLogEntry
@@ -91,7 +94,7 @@ struct TLogEntry
     data::Vector{UInt8}
 end
 
-const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp)
+const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp, :snapshot)
 Base.show(io::IO, e::TLogEntry) = print(io, "TLogEntry(#", e.seq, " ", e.kind, " page=", e.page_id,
                                         e.kind === :delta ? string(" delta=", e.delta_id, " base=", e.base_epoch, " ", e.encoding) : "", ")")
 
