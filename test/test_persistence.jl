@@ -122,8 +122,13 @@ end
     delete_page!(st, c)
     d = create_page(st; size = 4).id
     register_recompute!((vw, p) -> read_page(vw, a)[1:4], st, d, [a])
-    es = tlog_entries(st)
-    @test [e.seq for e in es] == UInt64.(1:length(es))   # dense sequence numbers
+    all_es = tlog_entries(st)
+    @test [e.seq for e in all_es] == UInt64.(1:length(all_es))   # dense sequence numbers
+    @test stats(st).log_records == length(all_es)
+    # create_delta hands out an id: logged as a :delta_stamp record
+    stamps = filter(e -> e.kind === :delta_stamp, all_es)
+    @test length(stamps) == 1 && stamps[1].page_id == c && stamps[1].delta_id == dc.id
+    es = filter(e -> e.kind !== :delta_stamp, all_es)
     @test [e.kind for e in es] == [:page_create, :page_create, :page_create, :edge_add, :recompute_set,
                                    :delta, :delta, :delta, :edge_remove, :page_delete, :page_create,
                                    :recompute_set]
@@ -137,7 +142,6 @@ end
     @test es[8].delta_id == dc.id && es[8].base_epoch == dc.epoch
     @test allunique([e.delta_id for e in es if e.kind === :delta])
     @test all(e -> e.encoding in (:dense, :sparse), filter(e -> e.kind === :delta, es))
-    @test stats(st).log_records == length(es)
     # the log alone rebuilds the page bytes
     rebuilt = tper_rebuild(es)
     @test sort(collect(keys(rebuilt))) == [p.id for p in pages(st)]
@@ -331,10 +335,7 @@ end
     catch e
         e
     end
-    # BUG (open): src/Persistence.jl replay! forgets the Julia closures while the
-    # native rollback keeps the closure registration, so this write throws a
-    # RecomputeError ("no Julia function").
-    @test_broken err === nothing
+    @test err === nothing
     @test read_page(st, a) == fill(0x05, 4)
     @test read_page(st, b) in (fill(0x02, 4), fill(0x06, 4))
     register_recompute!(f, st, b, [a])                      # registered again: recomputed
@@ -372,9 +373,7 @@ end
         catch e
             e
         end
-        # BUG (open): the restore is not logged; the reopen fails with
-        # TLogCorruptError "log record 1 cannot be replayed: page 1 not found".
-        @test_broken reopened isa MMSBState
+        @test reopened isa MMSBState
         if reopened isa MMSBState
             @test canonical_snapshot(reopened) == snap
             mmsb_stop(reopened)
@@ -423,13 +422,13 @@ end
     p = create_page(st; size = 4).id
     update_page(st, p, fill(0x01, 4))
     route_delta!(st, create_delta(st, p, [1:1], UInt8[0x01]))   # changes nothing
+    create_delta(st, p, [2:2], UInt8[0x07])                     # never routed
     snap = canonical_snapshot(st)
     mmsb_stop(st)
     st = mmsb_start(MMSBConfig(tlog_path = path))
     @test canonical_snapshot(st).pages == snap.pages
-    # BUG (open): the stamped id of the no-op delta is not logged, so the
-    # reopened state's next delta id is 2, not 3 (rust/src/persist.rs).
-    @test_broken canonical_snapshot(st).next_delta_id == snap.next_delta_id
+    @test canonical_snapshot(st).next_delta_id == snap.next_delta_id
+    @test canonical_snapshot(st) == snap
     mmsb_stop(st)
 end
 
