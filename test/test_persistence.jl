@@ -539,37 +539,29 @@ end
     @test_throws StateClosedError load_checkpoint!(st, good)
 end
 
-@testset "persistence: corruption at every byte offset" begin
-    dir = mktempdir()
-    path = joinpath(dir, "small.tlog")
+# Builds a small :fsync file log, one record per step of `make_ops(st)`, then
+# opens copies of it truncated at every byte offset and with a bit flipped at
+# every byte offset. Returns the offsets that misbehaved and what is needed
+# for further checks.
+function tper_log_corruption(dir, name, make_ops)
+    path = joinpath(dir, "$name.tlog")
     st = mmsb_start(MMSBConfig(tlog_path = path, durability = :fsync, truncate = true))
     hdr = 24                           # docs/tlog_format.md: header, then one frame per record
     snaps = [canonical_snapshot(st)]
-    ops = [
-        () -> create_page(st; size = 8),
-        () -> create_page(st; size = 8),
-        () -> update_page(st, 1, collect(UInt8, 1:8)),                   # dense
-        () -> update_page(st, 1, UInt8[1, 2, 3, 99, 5, 6, 7, 8]),         # sparse
-        () -> create_page(st; size = 4),
-        () -> add_dependency!(st, 1, 3),
-        () -> register_passthrough_recompute!(st, 2, 1),
-        () -> update_page(st, 3, UInt8[4, 3, 2, 1]),
-        () -> remove_dependency!(st, 1, 3),
-        () -> delete_page!(st, 3),
-    ]
-    for op in ops
+    one_each = true
+    for op in make_ops(st)
         n0 = length(tlog_entries(st))
         op()
-        @test length(tlog_entries(st)) == n0 + 1              # one record per step
+        one_each &= length(tlog_entries(st)) == n0 + 1       # one record per step
         push!(snaps, canonical_snapshot(st))
     end
+    kinds = [e.kind for e in tlog_entries(st)]
     ends = hdr .+ cumsum([72 + length(e.mask) + length(e.data) for e in tlog_entries(st)])
     mmsb_stop(st)
     img = read(path)
-    @test length(img) == ends[end]
     n = length(ends)
     starts = [hdr; ends[1:end-1]]
-    work = joinpath(dir, "work.tlog")
+    work = joinpath(dir, "$name.work.tlog")
     # opens the image; returns (:ok, records, truncated bytes, snapshot) or (:error, exception)
     function open_image(bytes)
         write(work, bytes)
@@ -596,7 +588,6 @@ end
         end
         ok || push!(bad_trunc, k)
     end
-    @test isempty(bad_trunc)
     # a bit flip at every offset: corruption before the tail is TLogCorruptError,
     # damage to the last record is a torn tail (or an error), never wrong data
     bad_flip = Int[]
@@ -616,19 +607,62 @@ end
         ok || push!(bad_flip, k)
         res[1] === :ok && !any(==(res[4]), snaps) && push!(silent, k)
     end
-    @test isempty(silent)                 # never wrong data
-    @test isempty(bad_flip)
+    return (; one_each, kinds, img, starts, ends, work, bad_trunc, bad_flip, silent)
+end
+
+@testset "persistence: corruption at every byte offset" begin
+    dir = mktempdir()
+    r = tper_log_corruption(dir, "small", st -> [
+        () -> create_page(st; size = 8),
+        () -> create_page(st; size = 8),
+        () -> update_page(st, 1, collect(UInt8, 1:8)),                   # dense
+        () -> update_page(st, 1, UInt8[1, 2, 3, 99, 5, 6, 7, 8]),         # sparse
+        () -> create_page(st; size = 4),
+        () -> add_dependency!(st, 1, 3),
+        () -> register_passthrough_recompute!(st, 2, 1),
+        () -> update_page(st, 3, UInt8[4, 3, 2, 1]),
+        () -> remove_dependency!(st, 1, 3),
+        () -> delete_page!(st, 3),
+    ])
+    @test r.one_each
+    @test length(r.img) == r.ends[end]
+    @test isempty(r.bad_trunc)
+    @test isempty(r.silent)                 # never wrong data
+    @test isempty(r.bad_flip)
+    img, starts, ends, work = r.img, r.starts, r.ends, r.work
     # the error names the offset
     b = copy(img); b[starts[2]+20] ⊻= 0x01
     write(work, b)
-    r = @test_throws TLogCorruptError mmsb_start(MMSBConfig(tlog_path = work))
-    e = tper_exc(r)
+    res = @test_throws TLogCorruptError mmsb_start(MMSBConfig(tlog_path = work))
+    e = tper_exc(res)
     @test e isa TLogCorruptError && occursin(string(starts[2]), sprint(showerror, e))
     # a torn tail is reported
     write(work, img[1:end-3])
     s = @test_logs (:warn, r"torn") match_mode = :any mmsb_start(MMSBConfig(tlog_path = work))
     @test s.recovery.bytes_truncated == ends[end] - 3 - ends[end-1]
     mmsb_stop(s)
+
+    # a log that starts with a restored checkpoint and holds delta stamps
+    src = mmsb_start()
+    p = create_page(src; size = 8).id
+    q = create_page(src; size = 8).id
+    register_passthrough_recompute!(src, q, p)
+    update_page(src, p, collect(UInt8, 21:28))
+    ck0 = joinpath(dir, "base.ckpt")
+    checkpoint_log!(src, ck0)
+    mmsb_stop(src)
+    dref = Ref{Any}(nothing)
+    r = tper_log_corruption(dir, "restored", st -> [
+        () -> load_checkpoint!(st, ck0),
+        () -> (dref[] = create_delta(st, p, [3:4], UInt8[0xaa, 0xbb])),   # a stamp
+        () -> route_delta!(st, dref[]; propagate = false),
+        () -> create_page(st; size = 2),
+    ])
+    @test r.one_each
+    @test :snapshot in r.kinds && :delta_stamp in r.kinds
+    @test isempty(r.bad_trunc)
+    @test isempty(r.silent)
+    @test isempty(r.bad_flip)
 
     # a small checkpoint: every truncation and every bit flip is a CheckpointError
     ck = joinpath(dir, "small.ckpt")
