@@ -88,6 +88,8 @@ extern "C" {
 
 #define MMSB_WRITE_PROPAGATE 1u   /* flags: run propagation after applying            */
 #define MMSB_WRITE_PARALLEL  2u   /* flags (batch only): apply pages on worker threads */
+#define MMSB_WRITE_DEFER_SYNC 4u  /* flags: under FSYNC, return without waiting for the
+                                     records to be durable; wait with mmsb_tlog_sync     */
 
 #define MMSB_PROP_ENQUEUE_CHILDREN 0  /* the given pages changed: visit their children */
 #define MMSB_PROP_ENQUEUE_SELF     1  /* visit the given pages themselves              */
@@ -270,6 +272,10 @@ int32_t mmsb_events_drain(MmsbState *st, MmsbEvent *buf, uint64_t cap, uint64_t 
 
 /* ---- log, checkpoint, replay ---------------------------------------------------------- */
 int32_t mmsb_tlog_len(MmsbState *st, uint64_t *first_seq, uint64_t *next_seq);
+/* Waits until every log record up to seq is on disk (FSYNC; returns at once
+   otherwise). With MMSB_WRITE_DEFER_SYNC, callers release their own locks
+   first, so concurrent writers share one sync (group commit). */
+int32_t mmsb_tlog_sync(MmsbState *st, uint64_t seq);
 int32_t mmsb_tlog_entry(MmsbState *st, uint64_t seq, MmsbLogRecord *hdr,
                         uint8_t *payload, uint64_t cap, uint64_t *out_len);
 int32_t mmsb_checkpoint_write(MmsbState *st, const uint8_t *path, uint64_t path_len);

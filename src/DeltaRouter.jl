@@ -17,12 +17,15 @@ function route_delta!(st::MMSBState, d::Delta; propagate::Bool = true)
     h = handle(st)
     check_not_recomputing(st, "route_delta!")
     desc, bufs = native_delta(d)
+    seq = UInt64(0)
     lock(st.lock)
     try
-        r = GC.@preserve bufs delta_route(h, desc, propagate ? WRITE_PROPAGATE : UInt32(0))
+        r = GC.@preserve bufs delta_route(h, desc, write_flags(st, propagate))
+        seq = last_seq_if_fsync(st, h)
         finish_write!(st, r.prop_status, r.pending_page)
     finally
         unlock(st.lock)
+        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
     end
     return Page(st, d.page_id)
 end
@@ -46,13 +49,17 @@ function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propa
     for (i, d) in enumerate(deltas)
         descs[i], keep[i] = native_delta(d)
     end
-    flags = (propagate ? WRITE_PROPAGATE : UInt32(0)) | (parallel ? WRITE_PARALLEL : UInt32(0))
+    flags = write_flags(st, propagate) | (parallel ? WRITE_PARALLEL : UInt32(0))
+    seq = UInt64(0)
     lock(st.lock)
-    try
+    applied = try
         r = GC.@preserve keep delta_route_batch(h, descs, flags)
+        seq = last_seq_if_fsync(st, h)
         finish_write!(st, r.prop_status, r.pending_page)
-        return Int(r.applied)
+        Int(r.applied)
     finally
         unlock(st.lock)
+        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
     end
+    return applied
 end

@@ -106,6 +106,15 @@ Base.isopen(st::MMSBState) = st.handle != C_NULL
 @noinline throw_closed() = throw(StateClosedError("the MMSB state was stopped (mmsb_stop); start a new one with mmsb_start"))
 
 "The native handle of an open state; throws `StateClosedError` after `mmsb_stop`."
+# Group commit under `:fsync`: writes are sent with WRITE_DEFER_SYNC while the
+# state's lock is held; `last_seq_if_fsync` (still under the lock) names the
+# last record, and `sync_after_unlock` waits for it once the lock is released,
+# so concurrent writers share one sync.
+@inline write_flags(st::MMSBState, propagate::Bool) =
+    (propagate ? WRITE_PROPAGATE : UInt32(0)) | (st.config.durability === :fsync ? WRITE_DEFER_SYNC : UInt32(0))
+@inline last_seq_if_fsync(st::MMSBState, h) = st.config.durability === :fsync ? tlog_len(h)[2] - 1 : UInt64(0)
+@inline sync_after_unlock(h, seq::UInt64) = (seq > 0 && tlog_sync(h, seq); nothing)
+
 # Throws if the calling task is inside a recompute function of `st` (recomputes must not write).
 @inline function check_not_recomputing(st::MMSBState, what)
     st.recompute_task === current_task() &&

@@ -49,6 +49,8 @@ pub const REC_SNAPSHOT: u8 = 8;
 
 pub const WRITE_PROPAGATE: u32 = 1;
 pub const WRITE_PARALLEL: u32 = 2;
+/// Handled at the boundary: do not wait for durability; the caller waits with `mmsb_tlog_sync`.
+pub const WRITE_DEFER_SYNC: u32 = 4;
 
 /// Edge kind given to edges that `recompute_set` adds.
 pub const EDGE_KIND_DATA: u8 = 0;
@@ -756,11 +758,32 @@ impl State {
     /// Runs `f` under the mutex; under `Fsync` durability, then waits
     /// (mutex released) until the last record `f` appended is on disk.
     pub fn call<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
+        self.call_then_sync(true, f)
+    }
+
+    /// Like [`State::call`]; a write with `WRITE_DEFER_SYNC` skips the wait so
+    /// that the caller can release its own locks first and then wait with
+    /// [`State::sync_to`] (group commit across callers).
+    pub fn call_write<T>(&self, flags: u32, f: impl FnOnce(&mut Inner, u32) -> Result<T>) -> Result<T> {
+        self.call_then_sync(flags & WRITE_DEFER_SYNC == 0, |i| f(i, flags & !WRITE_DEFER_SYNC))
+    }
+
+    /// Waits until log record `seq` is durable (returns at once unless the
+    /// log is `Fsync`).
+    pub fn sync_to(&self, seq: u64) -> Result<()> {
+        let h = self.lock().sync.clone();
+        match h {
+            Some(h) if seq > 0 => h.wait_durable(seq),
+            _ => Ok(()),
+        }
+    }
+
+    fn call_then_sync<T>(&self, wait: bool, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         let mut g = self.lock();
         g.wait_seq = 0;
         let r = f(&mut g);
         let seq = g.wait_seq;
-        let h = if seq > 0 { g.sync.clone() } else { None };
+        let h = if wait && seq > 0 { g.sync.clone() } else { None };
         drop(g);
         if let Some(h) = h {
             h.wait_durable(seq)?;

@@ -446,3 +446,34 @@ fn fsync_writes_from_threads_do_not_lose_updates() {
     assert_eq!(snapshot(st), snap);
     unsafe { mmsb_state_free(st) };
 }
+
+#[test]
+fn deferred_sync_then_tlog_sync_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.tlog");
+    let p = path.to_str().unwrap().as_bytes().to_vec();
+    let mut c = cfg();
+    c.durability = 2;
+    c.tlog_path = p.as_ptr();
+    c.tlog_path_len = p.len() as u64;
+    let st = open(&c);
+    let pg = create(st, 16);
+    let (rc, w) = write(st, pg, &[7; 16], 1 | 4); // PROPAGATE | DEFER_SYNC
+    assert_eq!(rc, OK, "{}", msg());
+    assert_eq!(w.epoch, 1);
+    let last = log_len(st) - 1;
+    assert_eq!(unsafe { mmsb_tlog_sync(st, last) }, OK, "{}", msg());
+    assert_eq!(unsafe { mmsb_tlog_sync(null_mut(), last) }, E_NULL);
+    // an unknown flag bit is still refused, with or without DEFER_SYNC
+    let (rc, _) = write(st, pg, &[8; 16], 4 | 64);
+    assert_eq!(rc, E_INVALID);
+    let snap = snapshot(st);
+    unsafe { mmsb_state_free(st) };
+    let st = open(&c);
+    assert_eq!(snapshot(st), snap);
+    // memory logs: tlog_sync returns at once
+    let m = open(&cfg());
+    assert_eq!(unsafe { mmsb_tlog_sync(m, 12345) }, OK);
+    unsafe { mmsb_state_free(m) };
+    unsafe { mmsb_state_free(st) };
+}

@@ -170,6 +170,8 @@ function tlog_len(h::Handle)
     check(ccall((:mmsb_tlog_len, libmmsb), Int32, (Handle, Ref{UInt64}, Ref{UInt64}), h, a, b))
     return a[], b[]
 end
+tlog_sync(h::Handle, seq::UInt64) = check(ccall((:mmsb_tlog_sync, libmmsb), Int32, (Handle, UInt64), h, seq))
+
 function tlog_entry(h::Handle, seq::UInt64, buf::Vector{UInt8})
     hdr = Ref{CLogRecord}()
     n = Ref{UInt64}(0)

@@ -203,7 +203,7 @@ pub unsafe extern "C" fn mmsb_page_write(
         }
         let b = unsafe { bytes(src, len, "bytes") }?;
         let o = unsafe { out(o, "out") }?;
-        *o = s.call(|i| i.page_write(id, b, flags))?.into();
+        *o = s.call_write(flags, |i, flags| i.page_write(id, b, flags))?.into();
         Ok(())
     })
 }
@@ -244,7 +244,7 @@ pub unsafe extern "C" fn mmsb_delta_route(st: *mut MmsbState, d: *const MmsbDelt
         let d = unsafe { d.as_ref() }.ok_or_else(|| Error::new(ErrorKind::Null, "delta is NULL"))?;
         let d = unsafe { delta_in(d) }?;
         let o = unsafe { out(o, "out") }?;
-        *o = s.call(|i| i.delta_route(&d, flags))?.into();
+        *o = s.call_write(flags, |i, flags| i.delta_route(&d, flags))?.into();
         Ok(())
     })
 }
@@ -262,7 +262,7 @@ pub unsafe extern "C" fn mmsb_delta_route_batch(
         let descs = unsafe { items(ds, n, "deltas") }?;
         let o = unsafe { out(o, "out") }?;
         let ins = descs.iter().map(|d| unsafe { delta_in(d) }).collect::<Result<Vec<_>>>()?;
-        *o = s.call(|i| i.route_batch(&ins, flags))?.into();
+        *o = s.call_write(flags, |i, flags| i.route_batch(&ins, flags))?.into();
         Ok(())
     })
 }
@@ -464,6 +464,11 @@ pub unsafe extern "C" fn mmsb_tlog_len(st: *mut MmsbState, first_seq: *mut u64, 
         (*f, *n) = s.call(|i| Ok((i.log.first_seq(), i.log.next_seq())))?;
         Ok(())
     })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_tlog_sync(st: *mut MmsbState, seq: u64) -> i32 {
+    boundary(|| unsafe { state(st) }?.sync_to(seq))
 }
 
 #[no_mangle]
