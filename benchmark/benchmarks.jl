@@ -101,145 +101,188 @@ function fanout_graph(n = 1024)
     return st, ids
 end
 
-function cases(category)
+# One function per category: variables of one case never leak into another's closures.
+function cases_allocation()
     cs = Case[]
-    if category == "allocation"
-        push!(cs, Case("allocation/cpu_1kb", () -> nothing, _ -> begin
-            st = mmsb_start(); create_page(st; size = KiB); mmsb_stop(st)
-        end; per_sample = 200))
-        pooled_cfg = MMSBConfig()
-        push!(cs, Case("allocation/cpu_1kb_pooled", () -> nothing, _ -> begin
-            st = get_pooled_state!(pooled_cfg); create_page(st; size = KiB); return_to_pool!(st)
-        end; per_sample = 500))
+    push!(cs, Case("allocation/cpu_1kb", () -> nothing, _ -> begin
+        s1 = mmsb_start(); create_page(s1; size = KiB); mmsb_stop(s1)
+    end; per_sample = 200))
+    pooled_cfg = MMSBConfig()
+    push!(cs, Case("allocation/cpu_1kb_pooled", () -> nothing, _ -> begin
+        s2 = get_pooled_state!(pooled_cfg); create_page(s2; size = KiB); return_to_pool!(s2)
+    end; per_sample = 500))
+    live = mmsb_start()
+    push!(cs, Case("allocation/page_1kb", () -> reset!(live), s -> create_page(s; size = KiB); per_sample = 1000))
+    return cs
+end
+
+function cases_delta()
+    cs = Case[]
+    push!(cs, write_case("delta/cpu_sparse", KiB, 10))
+    push!(cs, write_case("delta/cpu_dense", KiB, KiB))
+    push!(cs, write_case("delta/dense_256kb", 256KiB, 256KiB; per_sample = 20))
+    return cs
+end
+
+function cases_propagation()
+    cs = Case[]
+    push!(cs, write_case("propagation/single_hop", KiB, 10; setup = chain_setup(1)))
+    push!(cs, write_case("propagation/single_hop_closure", KiB, 10; setup = chain_setup(1; closure = true)))
+    push!(cs, write_case("propagation/chain_10", KiB, 10; setup = chain_setup(10), per_sample = 200))
+    push!(cs, write_case("propagation/diamond", KiB, 10; setup = diamond_setup, per_sample = 200))
+    push!(cs, write_case("propagation/fanout_100", KiB, 10; setup = fanout_setup, per_sample = 50))
+    for (len, ndeltas) in ((32, 4), (128, 2))
         st = mmsb_start()
-        push!(cs, Case("allocation/page_1kb", () -> reset!(st), s -> create_page(s; size = KiB); per_sample = 1000))
-    elseif category == "delta"
-        push!(cs, write_case("delta/cpu_sparse", KiB, 10))
-        push!(cs, write_case("delta/cpu_dense", KiB, KiB))
-        push!(cs, write_case("delta/dense_256kb", 256KiB, 256KiB; per_sample = 20))
-    elseif category == "propagation"
-        push!(cs, write_case("propagation/single_hop", KiB, 10; setup = chain_setup(1)))
-        push!(cs, write_case("propagation/single_hop_closure", KiB, 10; setup = chain_setup(1; closure = true)))
-        push!(cs, write_case("propagation/chain_10", KiB, 10; setup = chain_setup(10), per_sample = 200))
-        push!(cs, write_case("propagation/diamond", KiB, 10; setup = diamond_setup, per_sample = 200))
-        push!(cs, write_case("propagation/fanout_100", KiB, 10; setup = fanout_setup, per_sample = 50))
-        for (len, ndeltas) in ((32, 4), (128, 2))
-            st = mmsb_start()
-            prepare = () -> begin
-                reset!(st)
-                p = create_page(st; size = KiB)
-                chain_setup(len - 1)(st, p)
-                (st, p.id, [create_delta(st, p.id, trues(KiB), rand(MersenneTwister(k), UInt8, KiB)) for k in 1:ndeltas])
-            end
-            push!(cs, Case("propagation/batch_$(len)x$(ndeltas)", prepare,
-                           c -> batch_route_deltas!(c[1], c[3]); per_sample = 1))
-        end
-    elseif category == "graph"
-        st, ids = fanout_graph()
-        push!(cs, Case("graph/topological_sort_1024", () -> st, topological_order; per_sample = 50))
-        push!(cs, Case("graph/bfs_1024", () -> st, s -> descendants(s, ids[1]); per_sample = 50))
-        # add an edge from a deep page to a shallow one in a 10,000-page tree: the
-        # cycle check must search; a cycle is rejected, else the edge is removed again
-        big = mmsb_start()
-        bid = [create_page(big; size = 1).id for _ in 1:10_000]
-        for i in 2:10_000
-            add_dependency!(big, bid[i÷2], bid[i])
-        end
-        rng = MersenneTwister(9)
-        push!(cs, Case("graph/add_edge_10k", () -> (big, bid[rand(rng, 2:100)], bid[rand(rng, 5000:10_000)]), c -> begin
-            s, shallow, deep = c
-            try
-                add_dependency!(s, deep, shallow)
-                remove_dependency!(s, deep, shallow)
-            catch e
-                e isa CycleError || rethrow()
-            end
-        end; per_sample = 1))
-    elseif category == "persistence"
-        st = mmsb_start()
-        for i in 1:100
+        prepare = () -> begin
+            reset!(st)
             p = create_page(st; size = KiB)
-            update_page(st, p.id, rand(MersenneTwister(i), UInt8, KiB))
+            chain_setup(len - 1)(st, p)
+            (st, p.id, [create_delta(st, p.id, trues(KiB), rand(MersenneTwister(k), UInt8, KiB)) for k in 1:ndeltas])
         end
-        dir = mktempdir()
-        path = joinpath(dir, "bench.ckpt")
-        push!(cs, Case("persistence/checkpoint_100pages", () -> st, s -> checkpoint_log!(s, path); per_sample = 5))
-        checkpoint_log!(st, path)
-        target = mmsb_start()
-        push!(cs, Case("persistence/restore_100pages", () -> reset!(target), s -> load_checkpoint!(s, path); per_sample = 1))
-    elseif category == "replay"
-        st = mmsb_start()
-        p = create_page(st; size = KiB)
-        a, b = pair(KiB, 10)
-        for i in 1:100
-            update_page(st, p.id, isodd(i) ? a : b)
-        end
-        push!(cs, Case("replay/100_epochs", () -> st, s -> mmsb_stop(replay_to_epoch(s, 100)); per_sample = 20))
-    elseif category == "tlog"
-        dir = mktempdir()
-        for d in (:buffered, :fsync)
-            path = joinpath(dir, "append_$d.tlog")
-            st = mmsb_start(config = MMSBConfig(tlog_path = path, durability = d, truncate = true))
-            prepare = () -> begin
-                reset!(st)
-                p = create_page(st; size = KiB)
-                WriteCtx(st, p.id, pair(KiB, KiB)..., false)
-            end
-            push!(cs, Case("tlog/append_dense_1kb_$(d)", prepare, write_op; per_sample = d === :fsync ? 50 : 1000))
-        end
-    elseif category == "throughput"
-        for (name, n, nchanged) in (("sparse64", 64, 4), ("dense1kb", KiB, KiB))
-            push!(cs, write_case("throughput/$(name)_1thread", n, nchanged; per_sample = 10_000))
-            if Threads.nthreads() >= 2
-                nt = Threads.nthreads()
-                st = mmsb_start()
-                a, b = pair(n, nchanged)
-                prepare = () -> begin
-                    reset!(st)
-                    [WriteCtx(st, create_page(st; size = n).id, a, b, false) for _ in 1:nt]
-                end
-                per = 10_000
-                push!(cs, Case("throughput/$(name)_$(nt)threads", prepare, ctxs -> begin
-                    @sync for c in ctxs
-                        Threads.@spawn for _ in 1:per
-                            write_op(c)
-                        end
-                    end
-                end; per_sample = 1, unit_ops = per * nt))
-            end
-        end
-    elseif category == "parallel"
-        for par in (false, true)
-            st = mmsb_start(config = MMSBConfig(parallel = par))
-            prepare = () -> begin
-                reset!(st)
-                ps = [create_page(st; size = 256KiB).id for _ in 1:16]
-                (st, [create_delta(st, id, trues(256KiB), rand(MersenneTwister(Int(id)), UInt8, 256KiB)) for id in ps])
-            end
-            push!(cs, Case("parallel/batch_16x256kb_$(par ? "parallel" : "sequential")", prepare,
-                           c -> batch_route_deltas!(c[1], c[2]); per_sample = 1, unit_ops = 16))
-        end
-    elseif category == "gpu"
-        if !gpu_available()
-            @info "gpu_available() is false: GPU benchmarks skipped"
-        else
-            cfg = MMSBConfig(gpu_threshold = 1)
-            for (name, n) in (("allocation/gpu_1kb", KiB), ("allocation/gpu_1mb", 1 << 20))
-                st = mmsb_start(config = cfg)
-                push!(cs, Case(name, () -> reset!(st), s -> create_page(s; size = n, location = :gpu); per_sample = 20))
-            end
-            for (name, n, nchanged) in (("delta/gpu_sparse_1mb", 1 << 20, 1 << 10), ("delta/gpu_dense_1mb", 1 << 20, 1 << 20),
-                                        ("delta/gpu_dense_64mb", 64 << 20, 64 << 20))
-                st = mmsb_start(config = cfg)
-                a, b = pair(n, nchanged)
-                prepare = () -> (reset!(st); WriteCtx(st, create_page(st; size = n, location = :gpu).id, a, b, false))
-                push!(cs, Case(name, prepare, write_op; per_sample = n > (1 << 20) ? 2 : 20))
-            end
-        end
-    else
-        error("unknown benchmark category $(repr(category)); known: $(join(CATEGORIES, ", "))")
+        push!(cs, Case("propagation/batch_$(len)x$(ndeltas)", prepare,
+                       c -> batch_route_deltas!(c[1], c[3]); per_sample = 1))
     end
     return cs
+end
+
+function cases_graph()
+    cs = Case[]
+    st, ids = fanout_graph()
+    push!(cs, Case("graph/topological_sort_1024", () -> st, topological_order; per_sample = 50))
+    push!(cs, Case("graph/bfs_1024", () -> st, s -> descendants(s, ids[1]); per_sample = 50))
+    # add an edge from a deep page to a shallow one in a 10,000-page tree: the
+    # cycle check must search; a cycle is rejected, else the edge is removed again
+    big = mmsb_start()
+    bid = [create_page(big; size = 1).id for _ in 1:10_000]
+    for i in 2:10_000
+        add_dependency!(big, bid[i÷2], bid[i])
+    end
+    rng = MersenneTwister(9)
+    push!(cs, Case("graph/add_edge_10k", () -> (big, bid[rand(rng, 2:100)], bid[rand(rng, 5000:10_000)]), c -> begin
+        s, shallow, deep = c
+        try
+            add_dependency!(s, deep, shallow)
+            remove_dependency!(s, deep, shallow)
+        catch e
+            e isa CycleError || rethrow()
+        end
+    end; per_sample = 1))
+    return cs
+end
+
+function cases_persistence()
+    cs = Case[]
+    st = mmsb_start()
+    for i in 1:100
+        p = create_page(st; size = KiB)
+        update_page(st, p.id, rand(MersenneTwister(i), UInt8, KiB))
+    end
+    dir = mktempdir()
+    path = joinpath(dir, "bench.ckpt")
+    push!(cs, Case("persistence/checkpoint_100pages", () -> st, s -> checkpoint_log!(s, path); per_sample = 5))
+    checkpoint_log!(st, path)
+    target = mmsb_start()
+    push!(cs, Case("persistence/restore_100pages", () -> reset!(target), s -> load_checkpoint!(s, path); per_sample = 1))
+    return cs
+end
+
+function cases_replay()
+    cs = Case[]
+    st = mmsb_start()
+    p = create_page(st; size = KiB)
+    a, b = pair(KiB, 10)
+    for i in 1:100
+        update_page(st, p.id, isodd(i) ? a : b)
+    end
+    push!(cs, Case("replay/100_epochs", () -> st, s -> mmsb_stop(replay_to_epoch(s, 100)); per_sample = 20))
+    return cs
+end
+
+function cases_tlog()
+    cs = Case[]
+    dir = mktempdir()
+    for d in (:buffered, :fsync)
+        path = joinpath(dir, "append_$d.tlog")
+        st = mmsb_start(config = MMSBConfig(tlog_path = path, durability = d, truncate = true))
+        prepare = () -> begin
+            reset!(st)
+            p = create_page(st; size = KiB)
+            WriteCtx(st, p.id, pair(KiB, KiB)..., false)
+        end
+        push!(cs, Case("tlog/append_dense_1kb_$(d)", prepare, write_op; per_sample = d === :fsync ? 50 : 1000))
+    end
+    return cs
+end
+
+function cases_throughput()
+    cs = Case[]
+    for (name, n, nchanged) in (("sparse64", 64, 4), ("dense1kb", KiB, KiB))
+        push!(cs, write_case("throughput/$(name)_1thread", n, nchanged; per_sample = 10_000))
+        if Threads.nthreads() >= 2
+            nt = Threads.nthreads()
+            st = mmsb_start()
+            a, b = pair(n, nchanged)
+            prepare = () -> begin
+                reset!(st)
+                [WriteCtx(st, create_page(st; size = n).id, a, b, false) for _ in 1:nt]
+            end
+            per = 10_000
+            push!(cs, Case("throughput/$(name)_$(nt)threads", prepare, ctxs -> begin
+                @sync for c in ctxs
+                    Threads.@spawn for _ in 1:per
+                        write_op(c)
+                    end
+                end
+            end; per_sample = 1, unit_ops = per * nt))
+        end
+    end
+    return cs
+end
+
+function cases_parallel()
+    cs = Case[]
+    for par in (false, true)
+        st = mmsb_start(config = MMSBConfig(parallel = par))
+        prepare = () -> begin
+            reset!(st)
+            ps = [create_page(st; size = 256KiB).id for _ in 1:16]
+            (st, [create_delta(st, id, trues(256KiB), rand(MersenneTwister(Int(id)), UInt8, 256KiB)) for id in ps])
+        end
+        push!(cs, Case("parallel/batch_16x256kb_$(par ? "parallel" : "sequential")", prepare,
+                       c -> batch_route_deltas!(c[1], c[2]); per_sample = 1, unit_ops = 16))
+    end
+    return cs
+end
+
+function cases_gpu()
+    cs = Case[]
+    if !gpu_available()
+        @info "gpu_available() is false: GPU benchmarks skipped"
+    else
+        cfg = MMSBConfig(gpu_threshold = 1)
+        for (name, n) in (("allocation/gpu_1kb", KiB), ("allocation/gpu_1mb", 1 << 20))
+            st = mmsb_start(config = cfg)
+            push!(cs, Case(name, () -> reset!(st), s -> create_page(s; size = n, location = :gpu); per_sample = 20))
+        end
+        for (name, n, nchanged) in (("delta/gpu_sparse_1mb", 1 << 20, 1 << 10), ("delta/gpu_dense_1mb", 1 << 20, 1 << 20),
+                                    ("delta/gpu_dense_64mb", 64 << 20, 64 << 20))
+            st = mmsb_start(config = cfg)
+            a, b = pair(n, nchanged)
+            prepare = () -> (reset!(st); WriteCtx(st, create_page(st; size = n, location = :gpu).id, a, b, false))
+            push!(cs, Case(name, prepare, write_op; per_sample = n > (1 << 20) ? 2 : 20))
+        end
+    end
+    return cs
+end
+
+const CASES = Dict("allocation" => cases_allocation, "delta" => cases_delta, "propagation" => cases_propagation,
+                   "graph" => cases_graph, "persistence" => cases_persistence, "replay" => cases_replay,
+                   "tlog" => cases_tlog, "throughput" => cases_throughput, "parallel" => cases_parallel, "gpu" => cases_gpu)
+
+function cases(category)
+    haskey(CASES, category) ||
+        error("unknown benchmark category $(repr(category)); known: $(join(CATEGORIES, ", "))")
+    return CASES[category]()
 end
 
 const CATEGORIES = ["allocation", "delta", "propagation", "graph", "persistence", "replay", "tlog",

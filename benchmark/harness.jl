@@ -43,8 +43,10 @@ end
 function measure(c::Case; budget_s::Float64 = 1.0, min_samples::Int = 5, max_samples::Int = 10_000)
     # warm-up: compile and settle caches
     ctx = c.prepare()
-    run_batch(c.op, ctx, min(c.per_sample, 10))
-    alloc_batch(c.op, ctx, 1)
+    run_batch(c.op, ctx, c.per_sample)
+    c.teardown(ctx)
+    ctx = c.prepare()
+    alloc_batch(c.op, ctx, c.per_sample)
     c.teardown(ctx)
     times = Float64[]
     allocs = Float64[]

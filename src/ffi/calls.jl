@@ -102,7 +102,7 @@ function fetch_list(f, ::Type{T}, cap::Integer = 16) where {T}
     end
 end
 
-page_ids(h::Handle) = fetch_list(UInt64, 64) do buf, n
+page_ids(h::Handle) = fetch_list(UInt64, 1024) do buf, n
     ccall((:mmsb_page_ids, libmmsb), Int32, (Handle, Ptr{UInt64}, UInt64, Ref{UInt64}), h, buf, length(buf), n)
 end
 page_children(h::Handle, id::UInt64) = fetch_list(UInt64) do buf, n
@@ -111,10 +111,10 @@ end
 page_parents(h::Handle, id::UInt64) = fetch_list(UInt64) do buf, n
     ccall((:mmsb_page_parents, libmmsb), Int32, (Handle, UInt64, Ptr{UInt64}, UInt64, Ref{UInt64}), h, id, buf, length(buf), n)
 end
-graph_topo(h::Handle) = fetch_list(UInt64, 64) do buf, n
+graph_topo(h::Handle) = fetch_list(UInt64, 1024) do buf, n
     ccall((:mmsb_graph_topo, libmmsb), Int32, (Handle, Ptr{UInt64}, UInt64, Ref{UInt64}), h, buf, length(buf), n)
 end
-graph_descendants(h::Handle, id::UInt64) = fetch_list(UInt64, 64) do buf, n
+graph_descendants(h::Handle, id::UInt64) = fetch_list(UInt64, 1024) do buf, n
     ccall((:mmsb_graph_descendants, libmmsb), Int32, (Handle, UInt64, Ptr{UInt64}, UInt64, Ref{UInt64}), h, id, buf, length(buf), n)
 end
 graph_edges(h::Handle) = fetch_list(CEdge, 64) do buf, n
