@@ -2,6 +2,8 @@
 # Sets up (deps/setup.sh) and runs every test: Rust (cargo test), Julia
 # (Pkg.test with 2 threads) and a fresh-environment install check.
 set -euo pipefail
+# rustup installs cargo in ~/.cargo/bin, which a non-login shell may not have on PATH
+case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" ;; esac
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash deps/setup.sh

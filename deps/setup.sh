@@ -17,6 +17,8 @@
 # Everything lands in $MMSB_HOME (default ~/.cache/mmsb); deps/julia reads
 # $MMSB_HOME/env.sh.
 set -euo pipefail
+# rustup installs cargo in ~/.cargo/bin, which a non-login shell may not have on PATH
+case ":$PATH:" in *":$HOME/.cargo/bin:"*) ;; *) [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH" ;; esac
 
 MMSB_HOME=${MMSB_HOME:-$HOME/.cache/mmsb}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
