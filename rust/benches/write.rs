@@ -4,22 +4,11 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mmsb::ffi::*;
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 use std::time::Duration;
 
 fn open() -> *mut MmsbState {
-    let c = MmsbConfig {
-        abi_version: 1,
-        strict_epochs: 0,
-        enable_gpu: 0,
-        durability: 0,
-        truncate: 0,
-        gpu_threshold: 1 << 20,
-        tlog_path: null(),
-        tlog_path_len: 0,
-        threads: 0,
-        reserved: 0,
-    };
+    let c = MmsbConfig { enable_gpu: 0, ..Default::default() };
     let mut st = null_mut();
     assert_eq!(unsafe { mmsb_state_new(&c, &mut st, null_mut()) }, 0);
     st

@@ -12,7 +12,6 @@
 use crate::delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::*;
-use crate::tlog::RecordHeader;
 
 impl Inner {
     pub fn route_batch(&mut self, ds: &[DeltaIn], flags: u32) -> Result<BatchOut> {
@@ -103,18 +102,7 @@ impl Inner {
     /// Phase 2 of a parallel batch: log a delta already applied to the bytes.
     fn commit_applied(&mut self, d: &DeltaIn) -> Result<()> {
         let base = self.slot(d.page_id)?.page.epoch;
-        let header = RecordHeader {
-            seq: 0,
-            kind: REC_DELTA,
-            page_id: d.page_id,
-            aux: base + 1,
-            delta_id: d.id,
-            base_epoch: d.base_epoch,
-            timestamp: d.timestamp,
-            source: d.source,
-            encoding: d.encoding,
-            mask_len: d.mask.len() as u64,
-        };
+        let header = d.header(base);
         self.append(header, d.mask, d.payload)?;
         self.slot_mut(d.page_id)?.page.epoch = base + 1;
         self.ids.clock.observe(d.timestamp);

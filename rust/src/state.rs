@@ -171,6 +171,24 @@ pub struct DeltaIn<'a> {
     pub payload: &'a [u8],
 }
 
+impl DeltaIn<'_> {
+    /// The log header of this delta applied on top of page epoch `base`.
+    pub(crate) fn header(&self, base: u64) -> RecordHeader {
+        RecordHeader {
+            seq: 0,
+            kind: REC_DELTA,
+            page_id: self.page_id,
+            aux: base + 1,
+            delta_id: self.id,
+            base_epoch: self.base_epoch,
+            timestamp: self.timestamp,
+            source: self.source,
+            encoding: self.encoding,
+            mask_len: self.mask.len() as u64,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BatchOut {
     pub applied: u64,
@@ -551,18 +569,7 @@ impl Inner {
             _ => return Err(not_found(d.page_id)),
         };
         let base = s.page.epoch;
-        let header = RecordHeader {
-            seq: 0,
-            kind: REC_DELTA,
-            page_id: d.page_id,
-            aux: base + 1,
-            delta_id: d.id,
-            base_epoch: d.base_epoch,
-            timestamp: d.timestamp,
-            source: d.source,
-            encoding: d.encoding,
-            mask_len: d.mask.len() as u64,
-        };
+        let header = d.header(base);
         let seq = if let Some(buf) = s.page.cpu_mut() {
             if delta::count(d.encoding, buf, d.mask, d.payload) == 0 {
                 return Ok(None);

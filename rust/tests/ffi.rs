@@ -20,18 +20,7 @@ const E_BUSY: i32 = -12;
 const E_SMALL: i32 = -13;
 
 fn cfg() -> MmsbConfig {
-    MmsbConfig {
-        abi_version: 1,
-        strict_epochs: 0,
-        enable_gpu: 0,
-        durability: 0,
-        truncate: 0,
-        gpu_threshold: 1 << 20,
-        tlog_path: null(),
-        tlog_path_len: 0,
-        threads: 0,
-        reserved: 0,
-    }
+    MmsbConfig { enable_gpu: 0, ..Default::default() }
 }
 
 fn open(c: &MmsbConfig) -> *mut MmsbState {

@@ -4,7 +4,7 @@
 //! check only that nothing panics. `gpu_end_to_end` also prints timings
 //! (benchmark/gpu_check.sh collects them).
 
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 use std::time::Instant;
 
 use mmsb::ffi::*;
@@ -21,18 +21,7 @@ fn msg() -> String {
 }
 
 fn open(threshold: u64) -> *mut MmsbState {
-    let c = MmsbConfig {
-        abi_version: 1,
-        strict_epochs: 0,
-        enable_gpu: 1,
-        durability: 0,
-        truncate: 0,
-        gpu_threshold: threshold,
-        tlog_path: null(),
-        tlog_path_len: 0,
-        threads: 0,
-        reserved: 0,
-    };
+    let c = MmsbConfig { gpu_threshold: threshold, ..Default::default() };
     let mut st = null_mut();
     // SAFETY: valid config and out pointer; a NULL info is allowed.
     assert_eq!(unsafe { mmsb_state_new(&c, &mut st, null_mut()) }, OK, "{}", msg());

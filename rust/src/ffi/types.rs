@@ -20,6 +20,24 @@ pub struct MmsbConfig {
     pub reserved: u32,
 }
 
+impl Default for MmsbConfig {
+    /// An in-memory state with the documented defaults (GPU on, 1 MiB threshold).
+    fn default() -> Self {
+        MmsbConfig {
+            abi_version: crate::ffi::MMSB_ABI_VERSION,
+            strict_epochs: 0,
+            enable_gpu: 1,
+            durability: 0,
+            truncate: 0,
+            gpu_threshold: 1 << 20,
+            tlog_path: std::ptr::null(),
+            tlog_path_len: 0,
+            threads: 0,
+            reserved: 0,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MmsbRecoveryInfo {
