@@ -28,12 +28,12 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 julia_works() { # $1: julia command line (may include env); exits 0 if >= 1.5 and exceptions work
     # Unwinding a nested call and printing its backtrace is what crashes
     # Debian 11's Julia 1.5.3 under Debian 12's libunwind; a bare try/catch does not.
-    env $1 -e 'VERSION >= v"1.5" || exit(1)
+    (env $1 -e 'VERSION >= v"1.5" || exit(1)
                f() = error("probe"); g() = f()
                for i in 1:3
                    try g() catch; Base.show_backtrace(devnull, catch_backtrace()) end
                end
-               exit(0)' >/dev/null 2>&1
+               exit(0)' >/dev/null 2>&1) 2>/dev/null   # the subshell keeps bash's crash notice quiet
 }
 
 # ---- 1. Julia ---------------------------------------------------------------
