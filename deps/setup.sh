@@ -33,7 +33,7 @@ julia_works() { # $1: julia command line (may include env); exits 0 if >= 1.5 an
                for i in 1:3
                    try g() catch; Base.show_backtrace(devnull, catch_backtrace()) end
                end
-               exit(0)' >/dev/null 2>&1) 2>/dev/null   # the subshell keeps bash's crash notice quiet
+               exit(0)' >/dev/null 2>&1; exit $?) 2>/dev/null   # keeps bash's crash notice quiet
 }
 
 # ---- 1. Julia ---------------------------------------------------------------
