@@ -56,11 +56,14 @@ function write_case(name, n, nchanged; per_sample = 1000, setup = (st, p) -> p.i
     Case(name, prepare, write_op; per_sample = per_sample)
 end
 
-chain_setup(len; closure = false) = (st, p) -> begin
+chain_setup(len; closure = false, reuse = false) = (st, p) -> begin
     prev = p.id
     for _ in 1:len
         q = create_page(st; size = p.size)
-        if closure
+        if closure && reuse
+            parent, buf = prev, zeros(UInt8, p.size)      # the returned bytes are copied: a buffer may be reused
+            register_recompute!((view, page) -> read_page!(buf, view, parent), st, q.id, [parent])
+        elseif closure
             parent = prev
             register_recompute!((view, page) -> read_page(view, parent), st, q.id, [parent])
         else
@@ -128,6 +131,7 @@ function cases_propagation()
     cs = Case[]
     push!(cs, write_case("propagation/single_hop", KiB, 10; setup = chain_setup(1)))
     push!(cs, write_case("propagation/single_hop_closure", KiB, 10; setup = chain_setup(1; closure = true)))
+    push!(cs, write_case("propagation/single_hop_closure_reuse", KiB, 10; setup = chain_setup(1; closure = true, reuse = true)))
     push!(cs, write_case("propagation/chain_10", KiB, 10; setup = chain_setup(10), per_sample = 200))
     push!(cs, write_case("propagation/diamond", KiB, 10; setup = diamond_setup, per_sample = 200))
     push!(cs, write_case("propagation/fanout_100", KiB, 10; setup = fanout_setup, per_sample = 50))

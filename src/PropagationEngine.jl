@@ -3,11 +3,6 @@
 # runs passthroughs itself, and hands each closure page whose signature
 # changed back here.
 
-struct Recompute
-    f::Any
-    parents::Vector{UInt64}
-end
-
 """
     RecomputeView
 
@@ -20,6 +15,18 @@ struct RecomputeView
     page_id::UInt64
     parents::Vector{UInt64}
 end
+
+# A registered closure recompute. The view and page handed to `f` are built
+# (and boxed: fields typed Any) once, at registration, so calling `f` through
+# dynamic dispatch allocates nothing of its own.
+struct Recompute
+    f::Any
+    parents::Vector{UInt64}
+    view::Any     # RecomputeView
+    page::Any     # Page
+end
+Recompute(f, st::MMSBState, id::UInt64, parents::Vector{UInt64}) =
+    Recompute(f, parents, RecomputeView(st, id, parents), Page(st, id))
 
 @inline function check_declared(v::RecomputeView, id::UInt64)
     id in v.parents || throw(UndeclaredDependencyError(v.page_id, id))
@@ -51,7 +58,7 @@ function register_recompute!(f, st::MMSBState, child, parents)
     h = handle(st)
     lock(st.lock) do
         recompute_set(h, cid, RECOMPUTE_CLOSURE, pids)
-        st.recomputes[cid] = Recompute(f, pids)
+        st.recomputes[cid] = Recompute(f, st, cid, pids)
     end
     return nothing
 end
@@ -159,11 +166,11 @@ end
 
 # The bytes computed for `id`, or the exception that says why there are none.
 function run_recompute(st::MMSBState, id::UInt64)
-    r = get(st.recomputes, id, nothing)
+    r = get(st.recomputes, id, nothing)::Union{Nothing,Recompute}
     r === nothing && return ArgumentError("page $id has a closure recompute in the native state but no Julia function; register it again (closures are not restored from logs or checkpoints)")
     st.recompute_task = current_task()
     out = try
-        call_recompute(r.f, RecomputeView(st, id, r.parents), Page(st, id))
+        call_recompute(r.f, r.view, r.page)
     catch e
         e
     finally
@@ -176,4 +183,4 @@ function run_recompute(st::MMSBState, id::UInt64)
 end
 
 # Function barrier: one dynamic dispatch per recompute.
-call_recompute(f::F, view::RecomputeView, page::Page) where {F} = f(view, page)
+call_recompute(f, view, page) = f(view, page)
