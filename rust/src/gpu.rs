@@ -18,6 +18,8 @@ use crate::error::{Error, ErrorKind, Result};
 
 #[cfg(feature = "gpu")]
 mod cuda;
+#[cfg(feature = "gpu")]
+mod staging;
 #[cfg(test)]
 mod tests;
 

@@ -12,7 +12,10 @@
 //! pinned staging buffer chunk by chunk and queues each chunk's DMA as soon as
 //! it is written, so the copy of chunk k+1 overlaps the DMA of chunk k. Chunks
 //! are disjoint regions of one buffer that is not written again before the
-//! op's final sync, so no events are needed.
+//! op's final sync, so no events are needed. Large uploads are copied by
+//! several threads (`gpu/staging.rs`: the caller plus a persistent pool of
+//! helpers, `MMSB_GPU_COPY_THREADS`); a chunk's DMA is queued once all of its
+//! bytes are written.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,6 +26,9 @@ use cudarc::driver::{
     LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 
+#[cfg(test)]
+use super::staging::fill_window;
+use super::staging::{copy_threads, segs_len, stage, CopyPool, Seg, PARALLEL_MIN, UNIT};
 use crate::error::{Error, ErrorKind, Result};
 
 const KERNELS: &str = include_str!("kernels.cu");
@@ -55,53 +61,6 @@ fn chunk_len(total: usize) -> usize {
     round_up(c.max(1), ALIGN)
 }
 
-/// One piece of an upload region, laid out back to back from offset 0.
-pub(super) enum Seg<'a> {
-    /// Bytes copied from the caller's (pageable) memory.
-    Bytes(&'a [u8]),
-    /// Zero bytes (padding).
-    Zero(usize),
-    /// Bytes already written into the staging buffer (headers).
-    Ready(usize),
-}
-
-impl Seg<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Seg::Bytes(b) => b.len(),
-            Seg::Zero(n) | Seg::Ready(n) => *n,
-        }
-    }
-}
-
-/// Writes bytes `[lo, lo + dst.len())` of the concatenation of `segs` into
-/// `dst`, leaving `Ready` bytes as they are. Pure; tested without a device.
-pub(super) fn fill_window(segs: &[Seg<'_>], lo: usize, dst: &mut [u8]) {
-    let hi = lo + dst.len();
-    let mut s0 = 0usize;
-    for seg in segs {
-        let s1 = s0 + seg.len();
-        let (a, b) = (s0.max(lo), s1.min(hi));
-        if a < b {
-            let d = &mut dst[a - lo..b - lo];
-            match seg {
-                Seg::Bytes(src) => d.copy_from_slice(&src[a - s0..b - s0]),
-                Seg::Zero(_) => d.fill(0),
-                Seg::Ready(_) => {}
-            }
-        }
-        if s1 >= hi {
-            break;
-        }
-        s0 = s1;
-    }
-}
-
-/// Total length of an upload region.
-pub(super) fn segs_len(segs: &[Seg<'_>]) -> usize {
-    segs.iter().map(Seg::len).sum()
-}
-
 pub(super) struct Gpu {
     ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
@@ -112,6 +71,8 @@ pub(super) struct Gpu {
     max_blocks: u32,
     pub(super) name: String,
     scratch: Mutex<Scratch>,
+    /// Helper threads of the host staging copy (started on the first large upload).
+    pub(super) copy: CopyPool,
 }
 
 /// Context-wide staging, grown on demand and reused: one op at a time holds
@@ -195,6 +156,7 @@ fn init() -> std::result::Result<Gpu, String> {
         max_blocks: sms * 8,
         name,
         scratch: Mutex::new(Scratch::default()),
+        copy: CopyPool::new(),
     })
 }
 
@@ -248,25 +210,24 @@ impl Gpu {
 /// `host` (pinned, at least `segs_len(segs)` bytes, `Ready` parts already in
 /// place). Each chunk is written, then its DMA queued; the caller holds the
 /// scratch lock until its final stream sync, so no chunk is rewritten while
-/// its copy is in flight.
+/// its copy is in flight. Uploads of at least `PARALLEL_MIN` bytes are copied
+/// by `copy_threads()` threads (the caller and pool helpers, see
+/// `staging::stage`); a chunk's DMA is queued once all of its bytes are written.
 fn upload(g: &Gpu, host: &mut [u8], dev: u64, segs: &[Seg<'_>]) -> Result<()> {
     let total = segs_len(segs);
     let Some(host) = host.get_mut(..total) else {
         return Err(derr("upload", "staging buffer too small"));
     };
-    let chunk = chunk_len(total);
+    let threads = if total >= PARALLEL_MIN { copy_threads() } else { 1 };
     let cu = g.stream.cu_stream();
-    let mut lo = 0usize;
-    for win in host.chunks_mut(chunk) {
-        fill_window(segs, lo, win);
+    stage(&g.copy, threads, segs, host, chunk_len(total), UNIT, |lo, win| {
         // SAFETY: [dev+lo, dev+lo+win.len()) lies in the destination region
-        // (caller sized it to `total`); `win` is pinned and, being a disjoint
-        // chunk, is not written again before the caller's stream sync.
-        unsafe { result::memcpy_htod_async(dev + lo as u64, &*win, cu) }
-            .map_err(|e| derr("host-to-device copy", e))?;
-        lo += win.len();
-    }
-    Ok(())
+        // (caller sized it to `total`); `win` is pinned, completely written,
+        // and, being a disjoint chunk, not written again before the caller's
+        // stream sync.
+        unsafe { result::memcpy_htod_async(dev + lo as u64, win, cu) }
+            .map_err(|e| derr("host-to-device copy", e))
+    })
 }
 
 impl Scratch {
@@ -670,6 +631,16 @@ pub(super) fn bench_phases(size: usize, reps: usize) -> Result<Vec<(String, f64,
             Ok(())
         })?;
         rows.push((format!("phase_{tag}_host_copy_pinned_cached"), s, gbs(up_len, s)));
+    }
+    {
+        // The threaded staging copy alone (no DMA), as the pipeline runs it.
+        let h = cached.as_mut_slice().map_err(|e| derr("pinned", e))?;
+        for threads in [2usize, 4, 8] {
+            let s = time(&mut || {
+                stage(&g.copy, threads, &segs, &mut h[..up_len], chunk_len(up_len), UNIT, |_, _| Ok(()))
+            })?;
+            rows.push((format!("phase_{tag}_host_copy_pinned_cached_threads_{threads}"), s, gbs(up_len, s)));
+        }
     }
     {
         let h = wc.as_mut_slice().map_err(|e| derr("pinned", e))?;

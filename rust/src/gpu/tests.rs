@@ -230,7 +230,7 @@ fn gpu_pages_move_between_threads() {
 #[cfg(feature = "gpu")]
 #[test]
 fn staging_windows_reassemble_segments() {
-    use super::cuda::{fill_window, segs_len, Seg};
+    use super::staging::{fill_window, segs_len, Seg};
     let mut rng = Rng(0xC0FF_EE00_1234_5678);
     for _ in 0..300 {
         let nseg = rng.below(6) as usize + 1;
@@ -269,8 +269,103 @@ fn staging_windows_reassemble_segments() {
     }
 }
 
+/// The threaded staging copy (no device needed): for random layouts, sizes,
+/// chunk and unit sizes and thread counts, the staged bytes equal the
+/// sequential result; chunks are handed on in order, back to back, each only
+/// once all of its bytes are written; nothing past the region is touched.
+#[cfg(feature = "gpu")]
+#[test]
+fn staging_threaded_copy_matches_sequential() {
+    use super::staging::{fill_window, segs_len, stage, CopyPool, Seg};
+    let pool = CopyPool::new();
+    let mut rng = Rng(0x7EAD_ED00_0BAD_F00D);
+    for iter in 0..250 {
+        let nseg = rng.below(6) as usize + 1;
+        let blobs: Vec<Vec<u8>> = (0..nseg).map(|_| {
+            let cap = match rng.below(4) { 0 => 300_000, 1 => 20_000, 2 => 40, _ => 3000 };
+            let n = rng.below(cap) as usize;
+            rng.bytes(n, 255).into_iter().map(|b| b + 1).collect() // never 0
+        }).collect();
+        let kinds: Vec<u64> = (0..nseg).map(|_| rng.below(3)).collect();
+        let segs: Vec<Seg<'_>> = blobs.iter().zip(&kinds).map(|(b, k)| match k {
+            0 => Seg::Bytes(b),
+            1 => Seg::Zero(b.len()),
+            _ => Seg::Ready(b.len()),
+        }).collect();
+        let total = segs_len(&segs);
+        // Sequential result: one window over the whole region.
+        let mut want = vec![0xEEu8; total];
+        fill_window(&segs, 0, &mut want);
+        let threads = [1usize, 2, 3, 4, 8][iter % 5];
+        let chunk = match rng.below(4) {
+            0 => rng.below(64) as usize + 1,
+            1 => rng.below(5000) as usize + 1,
+            2 => 256 << 10,
+            _ => total.max(1) + rng.below(10) as usize,
+        };
+        let unit = match rng.below(3) { 0 => rng.below(100) as usize + 1, 1 => 4096, _ => 32 << 10 };
+        let mut buf = vec![0xEEu8; total + 5]; // staging buffer may be larger
+        let mut next_lo = 0usize;
+        stage(&pool, threads, &segs, &mut buf[..total], chunk, unit, |lo, win| {
+            assert_eq!(lo, next_lo, "chunks in order, back to back");
+            assert!(win.len() == chunk.min(total - lo) && !win.is_empty(), "chunk length");
+            assert_eq!(win, &want[lo..lo + win.len()], "chunk complete when handed on");
+            next_lo += win.len();
+            Ok(())
+        })
+        .expect("stage");
+        assert_eq!(next_lo, total, "every byte handed on ({threads} threads, chunk {chunk}, unit {unit})");
+        assert_eq!(&buf[..total], &want[..], "{threads} threads, chunk {chunk}, unit {unit}");
+        assert!(buf[total..].iter().all(|&b| b == 0xEE), "nothing written past the region");
+    }
+    // A failing hand-on stops the staging with its error; the pool stays usable.
+    let data = vec![9u8; 1 << 20];
+    let segs = [Seg::Bytes(&data)];
+    for threads in [1usize, 4] {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut calls = 0;
+        let r = stage(&pool, threads, &segs, &mut buf, 64 << 10, 4096, |_, _| {
+            calls += 1;
+            if calls == 3 { Err(crate::error::Error::new(ErrorKind::Internal, "dma failed")) } else { Ok(()) }
+        });
+        assert_eq!(r.unwrap_err().kind, ErrorKind::Internal);
+        assert_eq!(calls, 3);
+        let mut buf = vec![0u8; 1 << 20];
+        stage(&pool, threads, &segs, &mut buf, 64 << 10, 4096, |_, _| Ok(())).expect("stage after error");
+        assert_eq!(buf, data);
+    }
+}
+
+/// The pool under contention: several callers at once on the one pool (one
+/// gets the helpers, the others copy alone), thread counts changing per call.
+#[cfg(feature = "gpu")]
+#[test]
+fn staging_pool_shared_by_concurrent_callers() {
+    use super::staging::{stage, CopyPool, Seg};
+    let pool = CopyPool::new();
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let pool = &pool;
+            sc.spawn(move || {
+                let mut rng = Rng(0x1234 + t);
+                for _ in 0..40 {
+                    let n = rng.below(400_000) as usize + 1;
+                    let src = rng.bytes(n, 256);
+                    let z = rng.below(300) as usize;
+                    let segs = [Seg::Zero(z), Seg::Bytes(&src)];
+                    let mut buf = vec![0xEEu8; z + n];
+                    stage(pool, 1 + (t as usize * 3) % 9, &segs, &mut buf, 50_000, 8192, |_, _| Ok(()))
+                        .expect("stage");
+                    assert!(buf[..z].iter().all(|&b| b == 0));
+                    assert_eq!(&buf[z..], &src[..]);
+                }
+            });
+        }
+    });
+}
+
 /// Every upload setting (write-combined or cacheable staging, tiny to whole
-/// chunks, automatic chunks on a multi-MiB page) gives the CPU reference's
+/// chunks, automatic chunks on a multi-MiB page, 1 to 8 copy threads) gives the CPU reference's
 /// bytes and counts. The settings are process-wide; any of them is correct, so
 /// tests running beside this one are unaffected.
 #[cfg(feature = "gpu")]
@@ -279,8 +374,10 @@ fn gpu_upload_pipeline_settings_match_cpu() {
     if skip() { return; }
     let mut rng = Rng(0x5151_7777_0000_0001);
     let settings = [(false, 256usize), (true, 4096), (false, 1 << 30), (true, 0), (false, 100_000), (false, 0)];
-    for (wc, chunk) in settings {
+    for (i, (wc, chunk)) in settings.into_iter().enumerate() {
         super::cuda::set_upload_tuning(wc, chunk);
+        // Host copy threads too (0 = default); sizes >= 256 KiB use them.
+        super::staging::set_copy_threads([3, 1, 8, 2, 4, 0][i]);
         let sizes: &[usize] = if chunk == 0 && !wc { &[5 * (1 << 20) + 3, 4097] } else { &[1, 33, 4097, 300_001] };
         for &size in sizes {
             let mut cpu = vec![0u8; size];
@@ -310,6 +407,7 @@ fn gpu_upload_pipeline_settings_match_cpu() {
         }
     }
     super::cuda::set_upload_tuning(false, 0);
+    super::staging::set_copy_threads(0);
 }
 
 /// Benchmark (not a timed test): `cargo test --release --lib gpu::tests::gpu_bench -- --ignored --nocapture`.
@@ -356,6 +454,33 @@ fn gpu_bench() {
             .collect();
         let s = median(t);
         rows.push((label.into(), s, format!("{:.2} GB/s host payload", size as f64 * 1.125 / s / 1e9)));
+    }
+    // Host staging copy threads (the caller included) on the dense delta end
+    // to end; the rows above use the default (MMSB_GPU_COPY_THREADS or
+    // available_parallelism capped at 8).
+    for size in [mib, 64 * mib] {
+        let mut p = DevicePage::new(size).expect("alloc");
+        let mask = rng.bytes(size / 8, 256);
+        let payload = rng.bytes(size, 256);
+        let reps = if size > mib { 10 } else { 50 };
+        for threads in [1usize, 2, 4, 8] {
+            super::staging::set_copy_threads(threads);
+            let t: Vec<f64> = (0..reps + 2)
+                .map(|_| {
+                    let t = Instant::now();
+                    p.apply_dense(&mask, &payload).expect("dense");
+                    t.elapsed().as_secs_f64()
+                })
+                .skip(2)
+                .collect();
+            let s = median(t);
+            rows.push((
+                format!("dense_{}MiB_e2e_copy_threads_{threads}", size / mib),
+                s,
+                format!("{:.2} GB/s host payload", size as f64 * 1.125 / s / 1e9),
+            ));
+        }
+        super::staging::set_copy_threads(0);
     }
     for (label, size) in [("write_diff_1MiB_end_to_end", mib), ("sparse_64MiB_one_range_end_to_end", 64 * mib)] {
         let mut p = DevicePage::new(size).expect("alloc");
