@@ -571,7 +571,7 @@ impl Inner {
         let base = s.page.epoch;
         let header = d.header(base);
         let seq = if let Some(buf) = s.page.cpu_mut() {
-            if delta::count(d.encoding, buf, d.mask, d.payload) == 0 {
+            if !delta::changes_any(d.encoding, buf, d.mask, d.payload) {
                 return Ok(None);
             }
             let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload })?;
