@@ -23,6 +23,11 @@ fn cfg() -> MmsbConfig {
     MmsbConfig { enable_gpu: 0, ..Default::default() }
 }
 
+/// A file-log config; `p` (the path bytes) must outlive every use of it.
+fn file_cfg(p: &[u8], durability: u8) -> MmsbConfig {
+    MmsbConfig { durability, tlog_path: p.as_ptr(), tlog_path_len: p.len() as u64, ..cfg() }
+}
+
 fn open(c: &MmsbConfig) -> *mut MmsbState {
     let mut st = null_mut();
     assert_eq!(unsafe { mmsb_state_new(c, &mut st, null_mut()) }, OK, "{}", msg());
@@ -324,10 +329,7 @@ fn file_log_recovery_rebuilds_identical_state() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.tlog");
     let p = path.to_str().unwrap().as_bytes().to_vec();
-    let mut c = cfg();
-    c.durability = 1;
-    c.tlog_path = p.as_ptr();
-    c.tlog_path_len = p.len() as u64;
+    let c = file_cfg(&p, 1);
     let st = open(&c);
     workload(st);
     let snap = snapshot(st);
@@ -376,19 +378,13 @@ fn corrupt_files_and_io_errors() {
     unsafe { mmsb_state_free(st) };
     let bad = dir.path().join("no/such/dir/x.tlog");
     let bb = bad.to_str().unwrap().as_bytes();
-    let mut c = cfg();
-    c.durability = 1;
-    c.tlog_path = bb.as_ptr();
-    c.tlog_path_len = bb.len() as u64;
+    let c = file_cfg(&bb, 1);
     let mut st = null_mut();
     assert_eq!(unsafe { mmsb_state_new(&c, &mut st, null_mut()) }, E_IO, "{}", msg());
     // a log corrupted before its tail
     let path = dir.path().join("c.tlog");
     let p = path.to_str().unwrap().as_bytes().to_vec();
-    let mut c = cfg();
-    c.durability = 2;
-    c.tlog_path = p.as_ptr();
-    c.tlog_path_len = p.len() as u64;
+    let c = file_cfg(&p, 2);
     let st = open(&c);
     workload(st);
     unsafe { mmsb_state_free(st) };
@@ -407,10 +403,7 @@ fn fsync_writes_from_threads_do_not_lose_updates() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("f.tlog");
     let p = path.to_str().unwrap().as_bytes().to_vec();
-    let mut c = cfg();
-    c.durability = 2;
-    c.tlog_path = p.as_ptr();
-    c.tlog_path_len = p.len() as u64;
+    let c = file_cfg(&p, 2);
     let st = open(&c);
     let pages: Vec<u64> = (0..4).map(|_| create(st, 32)).collect();
     let addr = st as usize;
@@ -441,10 +434,7 @@ fn deferred_sync_then_tlog_sync_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.tlog");
     let p = path.to_str().unwrap().as_bytes().to_vec();
-    let mut c = cfg();
-    c.durability = 2;
-    c.tlog_path = p.as_ptr();
-    c.tlog_path_len = p.len() as u64;
+    let c = file_cfg(&p, 2);
     let st = open(&c);
     let pg = create(st, 16);
     let (rc, w) = write(st, pg, &[7; 16], 1 | 4); // PROPAGATE | DEFER_SYNC
