@@ -17,18 +17,15 @@ function route_delta!(st::MMSBState, d::Delta; propagate::Bool = true)
     h = handle(st)
     check_not_recomputing(st, "route_delta!")
     desc, bufs = native_delta(d)
-    seq = UInt64(0)
-    lock(st.lock)
-    try
-        r = GC.@preserve bufs delta_route(h, desc, write_flags(st, propagate))
-        seq = last_seq_if_fsync(st, h)
-        finish_write!(st, r.prop_status, r.pending_page)
-    finally
-        unlock(st.lock)
-        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
-    end
+    locked_write(() -> GC.@preserve(bufs, delta_route(h, desc, write_flags(st, propagate))),
+                 QueuedRoute(d, propagate), st, h)
     return Page(st, d.page_id)
 end
+
+run_queued(st::MMSBState, q::QueuedUpdate) = update_page(st, q.id, q.data)
+run_queued(st::MMSBState, q::QueuedRoute) = route_delta!(st, q.delta::Delta; propagate = q.propagate)
+run_queued(st::MMSBState, q::QueuedBatch) =
+    batch_route_deltas!(st, q.deltas; propagate = q.propagate, parallel = q.parallel)
 
 """
     batch_route_deltas!(state, deltas; propagate = true, parallel = state.config.parallel) -> Int
@@ -50,16 +47,7 @@ function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propa
         descs[i], keep[i] = native_delta(d)
     end
     flags = write_flags(st, propagate) | (parallel ? WRITE_PARALLEL : UInt32(0))
-    seq = UInt64(0)
-    lock(st.lock)
-    applied = try
-        r = GC.@preserve keep delta_route_batch(h, descs, flags)
-        seq = last_seq_if_fsync(st, h)
-        finish_write!(st, r.prop_status, r.pending_page)
-        Int(r.applied)
-    finally
-        unlock(st.lock)
-        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
-    end
-    return applied
+    r = locked_write(() -> GC.@preserve(keep, delta_route_batch(h, descs, flags)),
+                     QueuedBatch(deltas, propagate, parallel), st, h)
+    return r === nothing ? 0 : Int(r.applied)
 end

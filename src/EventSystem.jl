@@ -196,10 +196,9 @@ function deliver!(st::MMSBState, events::Vector{Event})
     if outer
         # Writes queued by callbacks run now, each as its own cycle.
         while !isempty(st.deferred) && isopen(st)
-            pid, data = popfirst!(st.deferred)
+            q = popfirst!(st.deferred)
             try
-                r = page_write(handle(st), pid, data, WRITE_PROPAGATE)
-                finish_write!(st, r.prop_status, r.pending_page)
+                run_queued(st, q)
             catch e
                 push!(errors, (nothing, e))
             end

@@ -156,20 +156,7 @@ function update_page(st::MMSBState, id, bytes::AbstractVector{UInt8})
     data = bytes isa Vector{UInt8} ? bytes : Vector{UInt8}(bytes)
     h = handle(st)
     check_not_recomputing(st, "update_page")
-    seq = UInt64(0)
-    lock(st.lock)
-    try
-        if st.delivering
-            push!(st.deferred, (pid, copy(data)))
-            return Page(st, pid)
-        end
-        r = page_write(h, pid, data, write_flags(st, true))
-        seq = last_seq_if_fsync(st, h)
-        finish_write!(st, r.prop_status, r.pending_page)
-    finally
-        unlock(st.lock)
-        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
-    end
+    locked_write(() -> page_write(h, pid, data, write_flags(st, true)), QueuedUpdate(pid, data), st, h)
     return Page(st, pid)
 end
 update_page(st::MMSBState, id, bytes::AbstractVector) =

@@ -75,7 +75,7 @@ mutable struct MMSBState
     events_on::Bool                       # native event recording enabled
     delivering::Bool                      # callbacks are running: writes are queued
     recompute_task::Any                   # the task running a recompute function (its writes are refused), or nothing
-    deferred::Vector{Any}                 # writes queued by callbacks
+    deferred::Vector{Any}                 # writes queued by callbacks (Queued* values)
     event_buf::Vector{CEvent}             # drain buffer, sized on first use
     recovery::NamedTuple{(:records, :bytes_truncated),Tuple{Int,Int}}
     function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
@@ -114,6 +114,48 @@ Base.isopen(st::MMSBState) = st.handle != C_NULL
     (propagate ? WRITE_PROPAGATE : UInt32(0)) | (st.config.durability === :fsync ? WRITE_DEFER_SYNC : UInt32(0))
 @inline last_seq_if_fsync(st::MMSBState, h) = st.config.durability === :fsync ? tlog_len(h)[2] - 1 : UInt64(0)
 @inline sync_after_unlock(h, seq::UInt64) = (seq > 0 && tlog_sync(h, seq); nothing)
+
+# Writes made by event callbacks are queued (SPEC §6) and run after the
+# current delivery; these say which write and copy what must not change.
+struct QueuedUpdate
+    id::UInt64
+    data::Vector{UInt8}
+end
+struct QueuedRoute
+    delta::Any        # Delta
+    propagate::Bool
+end
+struct QueuedBatch
+    deltas::Any       # AbstractVector{Delta}
+    propagate::Bool
+    parallel::Bool
+end
+queued_copy(q::QueuedUpdate) = QueuedUpdate(q.id, copy(q.data))
+queued_copy(q::QueuedRoute) = q
+queued_copy(q::QueuedBatch) = QueuedBatch(copy(q.deltas), q.propagate, q.parallel)
+
+# The shared shape of every write: under the state's lock run `native()`
+# (a native write returning a result with `prop_status` and `pending_page`),
+# drive its propagation cycle and deliver its events; under `:fsync` wait for
+# durability after unlocking. From inside an event callback the write is
+# queued as `queued` instead and `nothing` is returned.
+@inline function locked_write(native::F, queued, st::MMSBState, h) where {F}
+    seq = UInt64(0)
+    lock(st.lock)
+    try
+        if st.delivering
+            push!(st.deferred, queued_copy(queued))
+            return nothing
+        end
+        r = native()
+        seq = last_seq_if_fsync(st, h)
+        finish_write!(st, r.prop_status, r.pending_page)
+        return r
+    finally
+        unlock(st.lock)
+        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
+    end
+end
 
 # Throws if the calling task is inside a recompute function of `st` (recomputes must not write).
 @inline function check_not_recomputing(st::MMSBState, what)

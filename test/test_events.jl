@@ -351,3 +351,31 @@ end
     flush_events!(s1, b)
     mmsb_stop(s1); mmsb_stop(s2)
 end
+
+@testset "events: route_delta! and batches from a callback are queued too" begin
+    st = mmsb_start()
+    a = create_page(st; size = 4).id
+    b = create_page(st; size = 4).id
+    c = create_page(st; size = 4).id
+    register_passthrough_recompute!(st, c, a)
+    seen = Event[]
+    for T in (DELTA_APPLIED, PAGE_CHANGED, PAGE_INVALIDATED)
+        subscribe!(ev -> push!(seen, ev), st, T)
+    end
+    fired = Ref(false)
+    subscribe!(st, PAGE_CHANGED) do ev
+        if ev.page_id == a && !fired[]
+            fired[] = true
+            route_delta!(st, create_delta(st, b, [1:1], UInt8[9]))
+            batch_route_deltas!(st, [create_delta(st, b, [2:2], UInt8[8])])
+        end
+    end
+    update_page(st, a, UInt8[1, 2, 3, 4])
+    @test read_page(st, b) == UInt8[9, 8, 0, 0]
+    @test read_page(st, c) == UInt8[1, 2, 3, 4]
+    pos_b = findfirst(e -> e.page_id == b, seen)
+    last_c = findlast(e -> e.page_id == c, seen)
+    @test pos_b !== nothing && last_c !== nothing && last_c < pos_b   # the first cycle's events all come first
+    @test [e.epoch for e in seen if e.page_id == b && e.type == DELTA_APPLIED] == [1, 2]
+    mmsb_stop(st)
+end
