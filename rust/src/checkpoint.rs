@@ -96,18 +96,25 @@ fn io(path: &str, what: &str, e: std::io::Error) -> Error {
     Error::new(ErrorKind::Io, format!("checkpoint {path}: {what}: {e}"))
 }
 
+/// The file header of a checkpoint with this body: magic, version, body
+/// length, body CRC, then the header's own CRC.
+fn header(body: &[u8]) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    h[24..28].copy_from_slice(&crate::tlog::crc32c(body).to_le_bytes());
+    let hc = crate::tlog::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&hc.to_le_bytes());
+    h
+}
+
 /// Writes `snap` to `path` atomically: `path.tmp`, fsync, rename, fsync the
 /// directory. On error `path` is untouched (the temp file is removed).
 pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
     let p = path.display().to_string();
     let body = encode_body(snap, &p)?;
-    let mut h = [0u8; HEADER_LEN];
-    h[0..8].copy_from_slice(&MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
-    h[24..28].copy_from_slice(&crate::tlog::crc32c(&body).to_le_bytes());
-    let hc = crate::tlog::crc32c(&h[0..28]);
-    h[28..32].copy_from_slice(&hc.to_le_bytes());
+    let h = header(&body);
 
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -368,13 +375,7 @@ mod tests {
         // A body whose CRC is right but whose page count is huge.
         let mut body = vec![0u8; 32];
         body.extend_from_slice(&u64::MAX.to_le_bytes());
-        let mut h = [0u8; HEADER_LEN];
-        h[0..8].copy_from_slice(&MAGIC);
-        h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-        h[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
-        h[24..28].copy_from_slice(&crate::tlog::crc32c(&body).to_le_bytes());
-        let hc = crate::tlog::crc32c(&h[0..28]);
-        h[28..32].copy_from_slice(&hc.to_le_bytes());
+        let h = header(&body);
         let all = [&h[..], &body[..]].concat();
         let e = decode(&all, "x").unwrap_err();
         assert_eq!(e.kind, ErrorKind::Checkpoint);
