@@ -14,11 +14,10 @@ Throws `PageNotFoundError`, `StaleDeltaError`, `DimensionMismatch` (the
 page's size changed), `RecomputeError`, `StateClosedError`.
 """
 function route_delta!(st::MMSBState, d::Delta; propagate::Bool = true)
-    h = handle(st)
     check_not_recomputing(st, "route_delta!")
     desc, bufs = native_delta(d)
-    locked_write(() -> GC.@preserve(bufs, delta_route(h, desc, write_flags(st, propagate))),
-                 QueuedRoute(d, propagate), st, h)
+    locked_write(h -> GC.@preserve(bufs, delta_route(h, desc, write_flags(st, propagate))),
+                 QueuedRoute(d, propagate), st)
     return Page(st, d.page_id)
 end
 
@@ -39,7 +38,7 @@ result. Returns the number of deltas that changed bytes.
 """
 function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propagate::Bool = true,
                              parallel::Bool = st.config.parallel)
-    h = handle(st)
+    isopen(st) || throw_closed()
     check_not_recomputing(st, "batch_route_deltas!")
     descs = Vector{CDeltaDesc}(undef, length(deltas))
     keep = Vector{Any}(undef, length(deltas))
@@ -47,7 +46,7 @@ function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propa
         descs[i], keep[i] = native_delta(d)
     end
     flags = write_flags(st, propagate) | (parallel ? WRITE_PARALLEL : UInt32(0))
-    r = locked_write(() -> GC.@preserve(keep, delta_route_batch(h, descs, flags)),
-                     QueuedBatch(deltas, propagate, parallel), st, h)
+    r = locked_write(h -> GC.@preserve(keep, delta_route_batch(h, descs, flags)),
+                     QueuedBatch(deltas, propagate, parallel), st)
     return r === nothing ? 0 : Int(r.applied)
 end

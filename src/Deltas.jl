@@ -145,8 +145,7 @@ route_delta!(state, d)
 function create_delta(st::MMSBState, id, mask::AbstractVector, payload::AbstractVector{UInt8}; source::Symbol = :api)
     pid = page_id(id)
     source_code(source)
-    h = handle(st)
-    size = Int(page_info(h, pid).size)
+    size = Int(with_state(h -> page_info(h, pid), st).size)
     if eltype(mask) == Bool
         length(mask) == size || throw(DimensionMismatch("delta mask has length $(length(mask)), page $pid has size $size"))
         length(payload) == size || throw(DimensionMismatch("a dense delta's payload must have the page size $size, got $(length(payload))"))
@@ -174,7 +173,7 @@ function create_delta(st::MMSBState, id, mask::AbstractVector, payload::Abstract
     else
         throw(ArgumentError("delta mask must be a Bool vector of page size or a vector of byte ranges, got $(typeof(mask))"))
     end
-    stamp = delta_stamp(h, pid)
+    stamp = with_state(h -> delta_stamp(h, pid), st)
     return Delta(stamp.id, pid, stamp.base_epoch, m, pl, source, stamp.timestamp, size)
 end
 

@@ -68,9 +68,8 @@ end
 ```
 """
 function subscribe!(callback, st::MMSBState, type::EventType)
-    h = handle(st)
     sub = Subscription(st, Threads.atomic_add!(SUBSCRIPTION_IDS, 1) + 1, type, callback, true)
-    lock(st.lock) do
+    with_state(st) do h
         push!(st.subscriptions, sub)
         update_event_recording!(st, h)
     end
@@ -108,8 +107,7 @@ Hold back every event from now on in a batch, until `flush_events!(state,
 batch)` delivers them, in order. Throws `ArgumentError` if a batch is already open.
 """
 function collect_events!(st::MMSBState)
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         st.batch === nothing || throw(ArgumentError("an event batch is already being collected for this state"))
         st.batch = EventBatch(st, Event[])
         update_event_recording!(st, h)

@@ -17,9 +17,9 @@ Declare that `child` depends on `parent`. Both pages must exist
 no-op. `kind` is `:data` or `:control` (informational).
 """
 function add_dependency!(st::MMSBState, parent, child, kind::Symbol = :data)
-    h = handle(st)
     k = edge_kind_code(kind)
-    lock(() -> edge_add(h, page_id(parent), page_id(child), k), st.lock)
+    pid, cid = page_id(parent), page_id(child)
+    with_state(h -> edge_add(h, pid, cid, k), st)
     return nothing
 end
 
@@ -31,9 +31,8 @@ registered on `child` that reads `parent` is removed as well, so the graph and
 the declared dependencies never disagree.
 """
 function remove_dependency!(st::MMSBState, parent, child)
-    h = handle(st)
     pid, cid = page_id(parent), page_id(child)
-    lock(st.lock) do
+    with_state(st) do h
         info = page_info(h, cid)
         if info.recompute != RECOMPUTE_NONE && pid in signature(h, cid)[1]
             recompute_set(h, cid, RECOMPUTE_NONE, UInt64[])
@@ -49,35 +48,35 @@ end
 
 Ids of the pages that depend on `id`, ascending.
 """
-children(st::MMSBState, id) = page_children(handle(st), page_id(id))
+children(st::MMSBState, id) = (pid = page_id(id); with_state(h -> page_children(h, pid), st))
 
 """
     parents(state, id) -> Vector{UInt64}
 
 Ids of the pages `id` depends on, ascending.
 """
-parents(st::MMSBState, id) = page_parents(handle(st), page_id(id))
+parents(st::MMSBState, id) = (pid = page_id(id); with_state(h -> page_parents(h, pid), st))
 
 """
     topological_order(state) -> Vector{UInt64}
 
 Every page id, parents before children (ties by ascending id).
 """
-topological_order(st::MMSBState) = graph_topo(handle(st))
+topological_order(st::MMSBState) = with_state(graph_topo, st)
 
 """
     descendants(state, id) -> Vector{UInt64}
 
 Every page reachable from `id` (not `id` itself), in breadth-first order.
 """
-descendants(st::MMSBState, id) = graph_descendants(handle(st), page_id(id))
+descendants(st::MMSBState, id) = (pid = page_id(id); with_state(h -> graph_descendants(h, pid), st))
 
 """
     dependencies(state) -> Vector{Tuple{UInt64,UInt64,Symbol}}
 
 Every edge as `(parent, child, kind)`, sorted.
 """
-dependencies(st::MMSBState) = sort!([(e.parent, e.child, edge_kind_symbol(e.kind)) for e in graph_edges(handle(st))])
+dependencies(st::MMSBState) = sort!([(e.parent, e.child, edge_kind_symbol(e.kind)) for e in with_state(graph_edges, st)])
 
 """
     write_dot(io, state)
@@ -85,8 +84,9 @@ dependencies(st::MMSBState) = sort!([(e.parent, e.child, edge_kind_symbol(e.kind
 Write the page graph in Graphviz dot format: one node per page (id, size,
 epoch, location, recompute) and one edge per dependency.
 """
-function write_dot(io::IO, st::MMSBState)
-    h = handle(st)
+write_dot(io::IO, st::MMSBState) = with_state(h -> write_dot_native(io, h), st)
+
+function write_dot_native(io::IO, h::Handle)
     println(io, "digraph mmsb {")
     println(io, "  node [shape=box, fontname=\"monospace\"];")
     for id in page_ids(h)

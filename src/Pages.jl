@@ -16,7 +16,8 @@ end
 function Base.getproperty(p::Page, name::Symbol)
     name === :id && return getfield(p, :id)
     name === :state && return getfield(p, :state)
-    info = page_info(handle(getfield(p, :state)), getfield(p, :id))
+    id = getfield(p, :id)
+    info = with_state(h -> page_info(h, id), getfield(p, :state))
     name === :size && return Int(info.size)
     name === :epoch && return info.epoch
     name === :location && return location_symbol(info.location)
@@ -55,8 +56,7 @@ p.epoch == 0
 function create_page(st::MMSBState; size::Integer, location::Symbol = :cpu)
     size >= 1 || throw(ArgumentError("page size must be ≥ 1, got $size"))
     loc = location_code(location)
-    h = handle(st)
-    info = lock(st.lock) do
+    info = with_state(st) do h
         i = page_create(h, size, loc)
         after_native_events!(st)
         i
@@ -73,8 +73,7 @@ unless `force = true`, which also removes its edges. Throws
 """
 function delete_page!(st::MMSBState, id; force::Bool = false)
     pid = page_id(id)
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         page_delete(h, pid, force)
         delete!(st.recomputes, pid)
         after_native_events!(st)
@@ -89,7 +88,7 @@ The page with this id, or `nothing` if there is none.
 """
 function get_page(st::MMSBState, id::Integer)
     id >= 1 || return nothing
-    info = page_info_or_nothing(handle(st), UInt64(id))
+    info = with_state(h -> page_info_or_nothing(h, UInt64(id)), st)
     return info === nothing ? nothing : Page(st, UInt64(id))
 end
 
@@ -98,7 +97,7 @@ end
 
 All pages, in ascending id order.
 """
-pages(st::MMSBState) = [Page(st, id) for id in page_ids(handle(st))]
+pages(st::MMSBState) = [Page(st, id) for id in with_state(page_ids, st)]
 
 """
     page_epoch(state, id) -> UInt64
@@ -106,7 +105,10 @@ pages(st::MMSBState) = [Page(st, id) for id in page_ids(handle(st))]
 The page's content version: 0 at creation, +1 per applied delta that changed
 at least one byte. Throws `PageNotFoundError`.
 """
-page_epoch(st::MMSBState, id) = page_info(handle(st), page_id(id)).epoch
+function page_epoch(st::MMSBState, id)
+    pid = page_id(id)
+    return with_state(h -> page_info(h, pid), st).epoch
+end
 
 """
     read_page(state, id) -> Vector{UInt8}
@@ -115,11 +117,11 @@ A copy of the page's bytes. Throws `PageNotFoundError`, `StateClosedError`.
 """
 function read_page(st::MMSBState, id)
     pid = page_id(id)
-    h = handle(st)
-    info = page_info(h, pid)
-    dest = Vector{UInt8}(undef, info.size)
-    page_read(h, pid, dest)
-    return dest
+    return with_state(st) do h
+        dest = Vector{UInt8}(undef, page_info(h, pid).size)
+        page_read(h, pid, dest)
+        dest
+    end
 end
 read_page(p::Page) = read_page(getfield(p, :state), getfield(p, :id))
 
@@ -130,7 +132,8 @@ Fill `dest` (whose length must equal the page size, else `DimensionMismatch`)
 with the page's bytes, without allocating.
 """
 function read_page!(dest::Vector{UInt8}, st::MMSBState, id)
-    page_read(handle(st), page_id(id), dest)
+    pid = page_id(id)
+    with_state(h -> page_read(h, pid, dest), st)
     return dest
 end
 
@@ -154,9 +157,8 @@ update_page(state, p.id, fill(0x01, p.size))
 function update_page(st::MMSBState, id, bytes::AbstractVector{UInt8})
     pid = page_id(id)
     data = bytes isa Vector{UInt8} ? bytes : Vector{UInt8}(bytes)
-    h = handle(st)
     check_not_recomputing(st, "update_page")
-    locked_write(() -> page_write(h, pid, data, write_flags(st, true)), QueuedUpdate(pid, data), st, h)
+    locked_write(h -> page_write(h, pid, data, write_flags(st, true)), QueuedUpdate(pid, data), st)
     return Page(st, pid)
 end
 update_page(st::MMSBState, id, bytes::AbstractVector) =

@@ -9,8 +9,7 @@ renamed. Closure recomputes are not included: register them again after
 `load_checkpoint!`. Throws `MMSBIOError`, `StateClosedError`.
 """
 function checkpoint_log!(st::MMSBState, path::AbstractString)
-    h = handle(st)
-    lock(() -> checkpoint_write(h, String(path)), st.lock)
+    with_state(h -> checkpoint_write(h, String(path)), st)
     return nothing
 end
 
@@ -28,8 +27,7 @@ Throws `CheckpointError` (missing, truncated, corrupt or foreign file),
 `ArgumentError` (the state is not empty).
 """
 function load_checkpoint!(st::MMSBState, path::AbstractString)
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         checkpoint_load(h, String(path))
         empty!(st.recomputes)
     end
@@ -46,8 +44,7 @@ registration is part of that prefix stay registered; the others are dropped.
 """
 function replay!(st::MMSBState; upto::Integer)
     upto >= 0 || throw(ArgumentError("upto must be a log sequence number ≥ 0, got $upto"))
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         replay_native(h, UInt64(upto))
         filter!(st.recomputes) do (id, r)
             info = page_info_or_nothing(h, id)
@@ -66,8 +63,7 @@ Stop the result with `mmsb_stop` when done.
 """
 function replay_to_epoch(st::MMSBState, epoch::Integer)
     epoch >= 0 || throw(ArgumentError("epoch must be ≥ 0, got $epoch"))
-    h = handle(st)
-    newh = lock(() -> replay_to_epoch_native(h, UInt64(epoch)), st.lock)
+    newh = with_state(h -> replay_to_epoch_native(h, UInt64(epoch)), st)
     return MMSBState(newh, MMSBConfig(strict_epochs = st.config.strict_epochs, enable_gpu = st.config.enable_gpu,
                                       gpu_threshold = st.config.gpu_threshold), CRecoveryInfo(0, 0))
 end
@@ -103,8 +99,9 @@ Base.show(io::IO, e::TLogEntry) = print(io, "TLogEntry(#", e.seq, " ", e.kind, "
 
 Every record of the state's log, in order.
 """
-function tlog_entries(st::MMSBState)
-    h = handle(st)
+tlog_entries(st::MMSBState) = with_state(log_entries, st)
+
+function log_entries(h::Handle)
     first_seq, next_seq = tlog_len(h)
     buf = Vector{UInt8}(undef, 4096)
     out = TLogEntry[]
@@ -127,8 +124,7 @@ and location, the graph, the passthrough registrations and the next ids: two
 states with equal snapshots are indistinguishable. No wall-clock data.
 """
 function canonical_snapshot(st::MMSBState)
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         ids = page_ids(h)
         pages = Dict{UInt64,Vector{UInt8}}()
         meta = Dict{UInt64,Tuple{UInt64,UInt64,Symbol,Symbol}}()

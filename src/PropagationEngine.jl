@@ -55,8 +55,7 @@ end
 function register_recompute!(f, st::MMSBState, child, parents)
     cid = page_id(child)
     pids = UInt64[page_id(p) for p in parents]
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         recompute_set(h, cid, RECOMPUTE_CLOSURE, pids)
         st.recomputes[cid] = Recompute(f, st, cid, pids)
     end
@@ -72,8 +71,7 @@ checkpoint and restore.
 """
 function register_passthrough_recompute!(st::MMSBState, child, parent)
     cid = page_id(child)
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         recompute_set(h, cid, RECOMPUTE_PASSTHROUGH, UInt64[page_id(parent)])
         delete!(st.recomputes, cid)
     end
@@ -99,7 +97,8 @@ The current signature of a page: its declared recompute parents (empty if it
 has no recompute) and their epochs.
 """
 function compute_signature(st::MMSBState, id)
-    ids, eps = signature(handle(st), page_id(id))
+    pid = page_id(id)
+    ids, eps = with_state(h -> signature(h, pid), st)
     return RecomputeSignature(ids, eps)
 end
 
@@ -125,8 +124,7 @@ and propagate a change to its dependents.
 recompute_page!(st::MMSBState, id) = run_cycle!(st, UInt64[page_id(id)], ENQUEUE_SELF)
 
 function run_cycle!(st::MMSBState, pids::Vector{UInt64}, mode::UInt8)
-    h = handle(st)
-    lock(st.lock) do
+    with_state(st) do h
         prop_enqueue(h, pids, mode)
         step = prop_run(h)
         finish_write!(st, step.status, step.page_id)

@@ -78,10 +78,12 @@ mutable struct MMSBState
     deferred::Vector{Any}                 # writes queued by callbacks (Queued* values)
     event_buf::Vector{CEvent}             # drain buffer, sized on first use
     recovery::NamedTuple{(:records, :bytes_truncated),Tuple{Int,Int}}
+    syncing::Threads.Atomic{Int}          # writers waiting for an fsync outside the lock
     function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
         st = new(handle, config, ReentrantLock(), Dict{UInt64,Any}(), Any[], nothing,
                  false, false, nothing, Any[], CEvent[],
-                 (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)))
+                 (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)),
+                 Threads.Atomic{Int}(0))
         finalizer(free_handle!, st)
         return st
     end
@@ -108,12 +110,11 @@ Base.isopen(st::MMSBState) = st.handle != C_NULL
 "The native handle of an open state; throws `StateClosedError` after `mmsb_stop`."
 # Group commit under `:fsync`: writes are sent with WRITE_DEFER_SYNC while the
 # state's lock is held; `last_seq_if_fsync` (still under the lock) names the
-# last record, and `sync_after_unlock` waits for it once the lock is released,
-# so concurrent writers share one sync.
+# last record, and `locked_write` waits for it once the lock is released, so
+# concurrent writers share one sync.
 @inline write_flags(st::MMSBState, propagate::Bool) =
     (propagate ? WRITE_PROPAGATE : UInt32(0)) | (st.config.durability === :fsync ? WRITE_DEFER_SYNC : UInt32(0))
 @inline last_seq_if_fsync(st::MMSBState, h) = st.config.durability === :fsync ? tlog_len(h)[2] - 1 : UInt64(0)
-@inline sync_after_unlock(h, seq::UInt64) = (seq > 0 && tlog_sync(h, seq); nothing)
 
 # Writes made by event callbacks are queued (SPEC §6) and run after the
 # current delivery; these say which write and copy what must not change.
@@ -134,26 +135,47 @@ queued_copy(q::QueuedUpdate) = QueuedUpdate(q.id, copy(q.data))
 queued_copy(q::QueuedRoute) = q
 queued_copy(q::QueuedBatch) = QueuedBatch(copy(q.deltas), q.propagate, q.parallel)
 
-# The shared shape of every write: under the state's lock run `native()`
+# The shared shape of every write: under the state's lock run `native(handle)`
 # (a native write returning a result with `prop_status` and `pending_page`),
 # drive its propagation cycle and deliver its events; under `:fsync` wait for
 # durability after unlocking. From inside an event callback the write is
 # queued as `queued` instead and `nothing` is returned.
-@inline function locked_write(native::F, queued, st::MMSBState, h) where {F}
+@inline function locked_write(native::F, queued, st::MMSBState) where {F}
     seq = UInt64(0)
+    h = C_NULL
     lock(st.lock)
     try
         if st.delivering
+            handle(st)
             push!(st.deferred, queued_copy(queued))
             return nothing
         end
-        r = native()
+        h = handle(st)
+        r = native(h)
         seq = last_seq_if_fsync(st, h)
+        seq > 0 && Threads.atomic_add!(st.syncing, 1)   # mmsb_stop waits for it
         finish_write!(st, r.prop_status, r.pending_page)
         return r
     finally
         unlock(st.lock)
-        sync_after_unlock(h, seq)   # also when a recompute error is on its way out
+        if seq > 0   # also when a recompute error is on its way out
+            try
+                tlog_sync(h, seq)
+            finally
+                Threads.atomic_sub!(st.syncing, 1)
+            end
+        end
+    end
+end
+
+# Runs `f(handle)` with the state's lock held. `mmsb_stop` takes the same lock
+# (and waits for writers still syncing), so no call can run on a freed handle.
+@inline function with_state(f::F, st::MMSBState) where {F}
+    lock(st.lock)
+    try
+        return f(handle(st))
+    finally
+        unlock(st.lock)
     end
 end
 
@@ -216,7 +238,11 @@ no-op; any later use raises `StateClosedError`.
 function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
     isopen(st) || return nothing
     lock(st.lock) do
+        isopen(st) || return
         checkpoint_path === nothing || checkpoint_log!(st, checkpoint_path)
+        while st.syncing[] > 0   # writers waiting for their fsync still use the handle
+            yield()
+        end
         free_handle!(st)
         empty!(st.recomputes)
         empty!(st.subscriptions)
@@ -233,9 +259,8 @@ subscriptions and buffers, the log (a file log is truncated to its header),
 and restart page and delta ids at 1. See `docs/state_lifecycle.md`.
 """
 function reset!(st::MMSBState)
-    h = handle(st)
     lock(st.lock) do
-        state_reset(h)
+        state_reset(handle(st))
         empty!(st.recomputes)
         empty!(st.subscriptions)
         empty!(st.deferred)

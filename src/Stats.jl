@@ -10,7 +10,7 @@ cutoff), `propagation_cycles`, `propagation_ns` (total time inside cycles),
 `apply_ns_mean` (mean latency of sampled delta applications, ns).
 """
 function stats(st::MMSBState)
-    s = native_stats(handle(st))
+    s = with_state(native_stats, st)
     return (pages = Int(s.pages), page_bytes = Int(s.page_bytes), deltas_applied = Int(s.deltas_applied),
             bytes_logged = Int(s.bytes_logged), log_records = Int(s.log_records),
             recomputes_run = Int(s.recomputes_run), recomputes_skipped = Int(s.recomputes_skipped),
@@ -20,11 +20,11 @@ function stats(st::MMSBState)
 end
 
 function Base.show(io::IO, st::MMSBState)
-    if !isopen(st)
+    s = lock(() -> isopen(st) ? native_stats(st.handle) : nothing, st.lock)
+    if s === nothing
         print(io, "MMSBState(closed)")
         return
     end
-    s = native_stats(st.handle)
     log = st.config.tlog_path === nothing ? "memory log" : string("log ", st.config.tlog_path, " (", st.config.durability, ")")
     print(io, "MMSBState(", s.pages, " pages, ", s.page_bytes, " bytes, ", s.deltas_applied, " deltas, ", log, ")")
 end
@@ -32,7 +32,7 @@ end
 function Base.show(io::IO, p::Page)
     st = getfield(p, :state)
     id = getfield(p, :id)
-    info = isopen(st) ? page_info_or_nothing(st.handle, id) : nothing
+    info = lock(() -> isopen(st) ? page_info_or_nothing(st.handle, id) : nothing, st.lock)
     if info === nothing
         print(io, "Page(id=", id, isopen(st) ? ", deleted)" : ", state closed)")
     else

@@ -17,6 +17,30 @@
         @test occursin("state closed", sprint(show, p))
     end
 
+    @testset "mmsb_stop while other tasks read and write: typed errors, no crash" begin
+        for round in 1:20
+            st = mmsb_start()
+            p = create_page(st; size = 256).id
+            outcomes = Vector{Any}(undef, 4)
+            tasks = [Threads.@spawn begin
+                         n = 0
+                         try
+                             for i in 1:100_000
+                                 isodd(k) ? update_page(st, p, fill(UInt8(i % 256), 256)) : read_page(st, p)
+                                 n += 1
+                             end
+                             outcomes[k] = n
+                         catch e
+                             outcomes[k] = e
+                         end
+                     end for k in 1:4]
+            sleep(0.001 * (round % 5))
+            mmsb_stop(st)
+            foreach(wait, tasks)
+            @test all(o -> o isa Int || o isa StateClosedError, outcomes)
+        end
+    end
+
     @testset "config validation" begin
         @test_throws ArgumentError MMSBConfig(durability = :fsync)          # needs a path
         @test_throws ArgumentError MMSBConfig(durability = :sometimes)
