@@ -86,6 +86,14 @@ pub(crate) unsafe fn state<'a>(st: *mut State) -> Result<&'a State> {
     unsafe { st.as_ref() }.ok_or_else(|| null("state handle"))
 }
 
+/// `n` values of `T` as a slice length: their byte size must fit in `isize`.
+fn checked_count<T>(n: u64, what: &str, noun: &str) -> Result<usize> {
+    usize::try_from(n)
+        .ok()
+        .filter(|&k| k.checked_mul(std::mem::size_of::<T>()).is_some_and(|b| b <= isize::MAX as usize))
+        .ok_or_else(|| Error::new(ErrorKind::Invalid, format!("{what}: {noun} {n} is too large")))
+}
+
 /// # Safety
 /// A non-NULL `p` is valid for reads of `len` bytes for the call.
 #[inline]
@@ -96,10 +104,7 @@ pub(crate) unsafe fn bytes<'a>(p: *const u8, len: u64, what: &str) -> Result<&'a
     if p.is_null() {
         return Err(null(what));
     }
-    let n = usize::try_from(len)
-        .ok()
-        .filter(|&n| n <= isize::MAX as usize)
-        .ok_or_else(|| Error::new(ErrorKind::Invalid, format!("{what}: length {len} is too large")))?;
+    let n = checked_count::<u8>(len, what, "length")?;
     // SAFETY: p is non-NULL and, per the contract, valid for n bytes.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
@@ -114,10 +119,7 @@ pub(crate) unsafe fn bytes_mut<'a>(p: *mut u8, len: u64, what: &str) -> Result<&
     if p.is_null() {
         return Err(null(what));
     }
-    let n = usize::try_from(len)
-        .ok()
-        .filter(|&n| n <= isize::MAX as usize)
-        .ok_or_else(|| Error::new(ErrorKind::Invalid, format!("{what}: length {len} is too large")))?;
+    let n = checked_count::<u8>(len, what, "length")?;
     // SAFETY: p is non-NULL and, per the contract, valid for n writable bytes
     // that nothing else accesses during the call.
     Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
@@ -133,10 +135,7 @@ pub(crate) unsafe fn items<'a, T>(p: *const T, n: u64, what: &str) -> Result<&'a
     if p.is_null() {
         return Err(null(what));
     }
-    let n = usize::try_from(n)
-        .ok()
-        .filter(|&k| k.checked_mul(std::mem::size_of::<T>()).is_some_and(|b| b <= isize::MAX as usize))
-        .ok_or_else(|| Error::new(ErrorKind::Invalid, format!("{what}: count {n} is too large")))?;
+    let n = checked_count::<T>(n, what, "count")?;
     // SAFETY: p is non-NULL and, per the contract, valid for n values.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
