@@ -19,12 +19,12 @@ build() {
     local json exe
     json="$(cargo test --release --lib --no-run --message-format=json)"
     exe="$(printf '%s\n' "$json" | grep '"reason":"compiler-artifact"' | grep '"name":"mmsb"' \
-           | grep '"test":true' | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)"
+           | grep '"test":true' | grep -o '"executable":"[^"]*"' | sed -n 1p | cut -d'"' -f4)"
     [ -n "$exe" ] && [ -x "$exe" ] || { echo "gpu_check build: lib test binary not found" >&2; exit 1; }
     cp -f "$exe" "$BIN/mmsb-lib-tests"
     json="$(cargo test --release --test gpu_pages --no-run --message-format=json)"
     exe="$(printf '%s\n' "$json" | grep '"reason":"compiler-artifact"' | grep '"name":"gpu_pages"' \
-           | grep -o '"executable":"[^"]*"' | head -1 | cut -d'"' -f4)"
+           | grep -o '"executable":"[^"]*"' | sed -n 1p | cut -d'"' -f4)"
     [ -n "$exe" ] && [ -x "$exe" ] || { echo "gpu_check build: gpu_pages test binary not found" >&2; exit 1; }
     cp -f "$exe" "$BIN/mmsb-gpu-pages"
     git -C "$ROOT" rev-parse HEAD > "$BIN/COMMIT" 2>/dev/null || true
@@ -114,7 +114,7 @@ run() {
     echo "bench: rc=$brc in $((SECONDS - t0)) s" >> "$log"
     local bench='null'; [ -s "$out/gpu_bench.json" ] && bench="$(cat "$out/gpu_bench.json")"
     printf '{"commit":"%s","gpu":"%s","libcuda":"%s","libnvrtc":"%s","tests_rc":%d,"tests_skipped":%s,"tests_summary":"%s","abi_rc":%d,"abi_e2e":"%s","bench_rc":%d,"bench":%s,"ok":%s}\n' \
-        "$(jstr "$(cat "$BIN/COMMIT" 2>/dev/null)")" "$(jstr "$(nvidia-smi -L 2>/dev/null | head -1)")" \
+        "$(jstr "$(cat "$BIN/COMMIT" 2>/dev/null)")" "$(jstr "$(nvidia-smi -L 2>/dev/null | sed -n 1p)")" \
         "$(jstr "${CUDA_FILE:-}")" "$(jstr "${NVRTC_FILE:-}")" "$trc" "$([ $skipped -eq 1 ] && echo true || echo false)" \
         "$(jstr "$summary")" "$arc" "$(jstr "$e2e")" "$brc" "$bench" "$([ $rc -eq 0 ] && echo true || echo false)" > "$out/gpu_results.json"
     rm -f "$out/tests.txt" "$out/bench.txt" "$out/abi.txt"

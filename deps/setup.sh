@@ -42,10 +42,18 @@ if command -v julia >/dev/null 2>&1 && julia_works "$(command -v julia)"; then
     JULIA_BIN=$(command -v julia)
     log "using julia on PATH: $JULIA_BIN"
 else
-    if ! dpkg-query -W -f='${Status}' julia 2>/dev/null | grep -q 'ok installed'; then
+    # No early-exiting reader in a pipe (grep -q, awk exit, head): under pipefail
+    # the writer's SIGPIPE (exit 141) would end the script.
+    julia_status=$(dpkg-query -W -f='${Status}' julia 2>/dev/null || true)
+    if [[ "$julia_status" != *"ok installed"* ]]; then
         log "installing Julia 1.5.3 from Debian 11 packages (private apt source list)"
         APT_DIR="$MMSB_HOME/apt"; mkdir -p "$APT_DIR/lists/partial"
-        MIRROR=${MMSB_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+        # The machine's own Debian mirror (first '.../debian' URI in its apt sources).
+        MIRROR=${MMSB_DEBIAN_MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+                                           /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | awk '!m { for (i = 1; i <= NF; i++) if ($i ~ /^https?:\/\/.*\/debian\/?$/) { m = $i; break } }
+                   END { print m }')}
+        MIRROR=${MIRROR:-http://deb.debian.org/debian}
         cat > "$APT_DIR/sources.list" <<SRC
 deb $MIRROR bookworm main
 deb $MIRROR bookworm-updates main
@@ -67,7 +75,7 @@ SRC
         mkdir -p "$UNW" && dpkg-deb -x "$tmp"/libunwind8_*.deb "$UNW"
         rm -rf "$tmp"
     fi
-    GCC_S=$(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ {print $NF; exit}')
+    GCC_S=$(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ && !f {print $NF; f = 1}')
     [ -n "$GCC_S" ] || GCC_S=/lib/x86_64-linux-gnu/libgcc_s.so.1
     JULIA_BIN=/usr/bin/julia
     JULIA_ENV="LD_LIBRARY_PATH=$UNW/usr/lib/x86_64-linux-gnu LD_PRELOAD=$GCC_S"
