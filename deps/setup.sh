@@ -49,8 +49,8 @@ else
         log "installing Julia 1.5.3 from Debian 11 packages (private apt source list)"
         APT_DIR="$MMSB_HOME/apt"; mkdir -p "$APT_DIR/lists/partial"
         # The machine's own Debian mirror (first '.../debian' URI in its apt sources).
-        MIRROR=${MMSB_DEBIAN_MIRROR:-$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-                                           /etc/apt/sources.list.d/*.list 2>/dev/null \
+        MIRROR=${MMSB_DEBIAN_MIRROR:-$({ cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+                                             /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
             | awk '!m { for (i = 1; i <= NF; i++) if ($i ~ /^https?:\/\/.*\/debian\/?$/) { m = $i; break } }
                    END { print m }')}
         MIRROR=${MIRROR:-http://deb.debian.org/debian}
