@@ -17,8 +17,10 @@
  *  - Strings (paths) are UTF-8 bytes plus a length, not NUL-terminated.
  *  - All integers are little-endian host integers; ids start at 1; 0 means
  *    "none".
- *  - Every call on one state is serialized by a mutex inside the state, so a
- *    state may be used from several threads.
+ *  - A state may be used from several threads. Every call holds the whole
+ *    state (all shards of its lock), except mmsb_page_write with
+ *    MMSB_WRITE_SHARED, which writes a page beside other threads' shared
+ *    writes (see there).
  */
 #ifndef MMSB_H
 #define MMSB_H
@@ -29,7 +31,7 @@
 extern "C" {
 #endif
 
-#define MMSB_ABI_VERSION 1
+#define MMSB_ABI_VERSION 2
 
 /* ---- status codes --------------------------------------------------------- */
 #define MMSB_OK                      0
@@ -46,6 +48,7 @@ extern "C" {
 #define MMSB_ERR_IO                -11  /* OS error on a log / checkpoint file    */
 #define MMSB_ERR_BUSY              -12  /* propagation protocol misuse            */
 #define MMSB_ERR_BUFFER_TOO_SMALL  -13  /* list call: *out_n holds the needed cap */
+#define MMSB_ERR_CLOSED            -14  /* the state was closed (mmsb_state_close) */
 #define MMSB_ERR_INTERNAL          -99  /* a bug (caught panic); state unchanged  */
 
 /* ---- enums (stored in the integer fields below) --------------------------- */
@@ -90,6 +93,10 @@ extern "C" {
 #define MMSB_WRITE_PARALLEL  2u   /* flags (batch only): apply pages on worker threads */
 #define MMSB_WRITE_DEFER_SYNC 4u  /* flags: under FSYNC, return without waiting for the
                                      records to be durable; wait with mmsb_tlog_sync     */
+#define MMSB_WRITE_SHARED    8u   /* flags (mmsb_page_write only, with PROPAGATE or 0):
+                                     the caller holds no lock; see mmsb_page_write       */
+
+#define MMSB_PROP_NEED_LOCK 2     /* prop_status of a refused MMSB_WRITE_SHARED write   */
 
 #define MMSB_PROP_ENQUEUE_CHILDREN 0  /* the given pages changed: visit their children */
 #define MMSB_PROP_ENQUEUE_SELF     1  /* visit the given pages themselves              */
@@ -210,6 +217,11 @@ int32_t  mmsb_gpu_available(void);        /* 1 if a CUDA device can be used; nev
 /* Opens (and, with tlog_path, recovers) a state. info may be NULL. */
 int32_t mmsb_state_new(const MmsbConfig *cfg, MmsbState **out, MmsbRecoveryInfo *info);
 void    mmsb_state_free(MmsbState *st);   /* NULL-safe; frees pages, log, device memory */
+/* Frees what the state holds (pages, graph, log: a file log is flushed first)
+   but not the handle: it waits for calls in progress, and every later call
+   returns MMSB_ERR_CLOSED until mmsb_state_free. Closing twice is a no-op.
+   Lets a caller stop a state that other threads may still be calling. */
+int32_t mmsb_state_close(MmsbState *st);
 /* Empties pages, graph, recomputes, signatures, events, log (a file log is
    truncated to its header) and restarts ids at 1. */
 int32_t mmsb_state_reset(MmsbState *st);
@@ -224,7 +236,14 @@ int32_t mmsb_page_ids(MmsbState *st, uint64_t *buf, uint64_t cap, uint64_t *out_
 int32_t mmsb_page_read(MmsbState *st, uint64_t id, uint8_t *dst, uint64_t len);
 /* Diff once, then (if anything changed) build a delta (dense or sparse by
    density), apply, bump epoch, log, record events, and with
-   MMSB_WRITE_PROPAGATE run propagation (see mmsb_prop_run for prop_status). */
+   MMSB_WRITE_PROPAGATE run propagation (see mmsb_prop_run for prop_status).
+   With MMSB_WRITE_SHARED, writes to different pages from different threads
+   run at once: the write of a CPU page to a memory log holds one shard of
+   the state's lock and the page's own lock (its record waits in the shard's
+   lane until the next other call moves it into the log, in delta-id order).
+   A write that would need its caller — events being recorded, a propagation
+   cycle in progress, or (with PROPAGATE) dependents or stale pages — changes
+   nothing and sets prop_status = MMSB_PROP_NEED_LOCK. */
 int32_t mmsb_page_write(MmsbState *st, uint64_t id, const uint8_t *bytes, uint64_t len,
                         uint32_t flags, MmsbWriteResult *out);
 

@@ -146,6 +146,11 @@ event, epoch unchanged). Otherwise a delta (`source = :api`) is applied, the
 epoch is bumped, the change is logged, events are emitted and the change
 propagates to dependent pages.
 
+Safe to call from several threads at once. Writes to pages with no
+dependents, on a state with no subscribers and an in-memory or `:buffered`
+log, run concurrently (they take one shard of the native lock and the page's
+own lock, not the state's); any other write takes the state's lock.
+
 Throws `DimensionMismatch` (length ≠ page size), `PageNotFoundError`,
 `StateClosedError`, `RecomputeError` (a dependent's recompute threw; this
 write still happened).
@@ -158,6 +163,15 @@ function update_page(st::MMSBState, id, bytes::AbstractVector{UInt8})
     pid = page_id(id)
     data = bytes isa Vector{UInt8} ? bytes : Vector{UInt8}(bytes)
     check_not_recomputing(st, "update_page")
+    # Without the state's lock first: natively, a write that needs nothing of
+    # Julia (no events, no propagation) runs beside other threads' writes; one
+    # that does is refused unchanged (PROP_NEED_LOCK) and done under the lock.
+    # `delivering` (callback writes are queued) and `:fsync` (the lock-free
+    # wait for a sync) always take the lock.
+    if !st.delivering && st.config.durability !== :fsync
+        r = GC.@preserve st page_write(handle(st), pid, data, WRITE_PROPAGATE | WRITE_SHARED)
+        r.prop_status == PROP_NEED_LOCK || return Page(st, pid)
+    end
     locked_write(h -> page_write(h, pid, data, write_flags(st, true)), QueuedUpdate(pid, data), st)
     return Page(st, pid)
 end

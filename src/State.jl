@@ -79,20 +79,26 @@ mutable struct MMSBState
     event_buf::Vector{CEvent}             # drain buffer, sized on first use
     recovery::NamedTuple{(:records, :bytes_truncated),Tuple{Int,Int}}
     syncing::Threads.Atomic{Int}          # writers waiting for an fsync outside the lock
+    closed::Bool                          # mmsb_stop closed the native state (the handle is freed by the GC)
     function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
         st = new(handle, config, ReentrantLock(), Dict{UInt64,Any}(), Any[], nothing,
                  false, false, nothing, Any[], CEvent[],
                  (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)),
-                 Threads.Atomic{Int}(0))
+                 Threads.Atomic{Int}(0), false)
         finalizer(free_handle!, st)
         return st
     end
 end
 
+# The finalizer. `mmsb_stop` only closes the native state (frees its
+# contents): a write that runs without the state's lock (`update_page`) may
+# still hold the handle, and a closed native state answers it with
+# StateClosedError. The handle itself goes when nothing can reach `st`.
 function free_handle!(st::MMSBState)
     h = st.handle
     if h != C_NULL
         st.handle = C_NULL
+        st.closed = true
         state_free(h)
     end
     return nothing
@@ -103,7 +109,7 @@ end
 
 Whether the state has not been stopped.
 """
-Base.isopen(st::MMSBState) = st.handle != C_NULL
+Base.isopen(st::MMSBState) = !st.closed
 
 @noinline throw_closed() = throw(StateClosedError("the MMSB state was stopped (mmsb_stop); start a new one with mmsb_start"))
 
@@ -187,9 +193,8 @@ end
 end
 
 @inline function handle(st::MMSBState)
-    h = st.handle
-    h == C_NULL && throw_closed()
-    return h
+    st.closed && throw_closed()
+    return st.handle
 end
 
 function native_config(cfg::MMSBConfig)
@@ -243,7 +248,8 @@ function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
         while st.syncing[] > 0   # writers waiting for their fsync still use the handle
             yield()
         end
-        free_handle!(st)
+        state_close(st.handle)   # waits for writes running without the lock (update_page)
+        st.closed = true
         empty!(st.recomputes)
         empty!(st.subscriptions)
         st.batch = nothing

@@ -18,6 +18,8 @@ pub enum ErrorKind {
     Io,
     Busy,
     BufferTooSmall,
+    /// The state was closed (`mmsb_state_close`); only freeing it is left.
+    Closed,
     Internal,
 }
 
@@ -38,6 +40,7 @@ impl ErrorKind {
             ErrorKind::Io => -11,
             ErrorKind::Busy => -12,
             ErrorKind::BufferTooSmall => -13,
+            ErrorKind::Closed => -14,
             ErrorKind::Internal => -99,
         }
     }

@@ -14,6 +14,7 @@ pub mod tlog;
 pub mod checkpoint;
 pub mod gpu;
 pub mod propagate;
+pub mod lanes;
 pub mod state;
 pub mod batch;
 pub mod persist;

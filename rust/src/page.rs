@@ -14,7 +14,7 @@ pub const LOC_CPU: u8 = 0;
 pub const LOC_GPU: u8 = 1;
 
 pub enum PageData {
-    Cpu(Box<[u8]>),
+    Cpu(PageBuf),
     Gpu(gpu::DevicePage),
 }
 
@@ -44,9 +44,158 @@ pub fn alloc_zeroed(size: usize) -> Result<Box<[u8]>> {
     Ok(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, size)) })
 }
 
+/// Alignment of CPU page bytes: two pages never share a cache line (nor an
+/// adjacent-line prefetch pair), so writers of different pages on different
+/// threads do not slow each other down.
+pub const PAGE_ALIGN: usize = 128;
+
+/// The bytes of a CPU page: a zero-initialised heap buffer aligned to
+/// [`PAGE_ALIGN`].
+pub struct PageBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: PageBuf owns its buffer exclusively (like Box<[u8]>).
+unsafe impl Send for PageBuf {}
+// SAFETY: shared access only reads (through Deref), like &[u8].
+unsafe impl Sync for PageBuf {}
+
+impl PageBuf {
+    fn layout(size: usize) -> Result<std::alloc::Layout> {
+        std::alloc::Layout::from_size_align(size, PAGE_ALIGN)
+            .map_err(|_| Error::new(ErrorKind::Invalid, format!("cannot allocate a page of {size} bytes")))
+    }
+
+    /// A zeroed buffer of `size` bytes (lazily zeroed by the OS for large
+    /// sizes); an impossible size is an error, not an abort.
+    pub fn zeroed(size: usize) -> Result<PageBuf> {
+        if size == 0 {
+            return Err(Error::new(ErrorKind::Invalid, "cannot allocate a page of 0 bytes"));
+        }
+        let layout = Self::layout(size)?;
+        // SAFETY: layout has a non-zero size (checked above).
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(p)
+            .ok_or_else(|| Error::new(ErrorKind::Invalid, format!("cannot allocate a page of {size} bytes")))?;
+        Ok(PageBuf { ptr, len: size })
+    }
+}
+
+impl std::ops::Deref for PageBuf {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid, initialised (zeroed) memory of len bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for PageBuf {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in deref; &mut self gives exclusive access.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PageBuf {
+    fn drop(&mut self) {
+        if let Ok(layout) = Self::layout(self.len) {
+            // SAFETY: allocated in `zeroed` with this same layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) }
+        }
+    }
+}
+
+/// A page in the state's page table, with a small lock of its own.
+///
+/// While the state is held exclusively (every shard locked, see
+/// `State::exclusive`), the page is used through `Deref`/`DerefMut` like a
+/// plain [`Page`]. The shared write path (`State::page_write_shared`) holds
+/// only one shard, so several threads may hold `&PageCell` at once: there the
+/// page is reached only through [`PageCell::lock`].
+#[repr(align(128))]
+pub struct PageCell {
+    locked: std::sync::atomic::AtomicBool,
+    page: std::cell::UnsafeCell<Page>,
+}
+
+// SAFETY: the Page inside is reached either with the whole state held
+// exclusively (no other reference exists) or through `lock`, which admits one
+// thread at a time; Page itself is Send.
+unsafe impl Sync for PageCell {}
+
+impl PageCell {
+    pub fn new(page: Page) -> PageCell {
+        PageCell { locked: std::sync::atomic::AtomicBool::new(false), page: std::cell::UnsafeCell::new(page) }
+    }
+
+    /// Locks this page against other shared-path writers.
+    #[inline]
+    pub fn lock(&self) -> PageGuard<'_> {
+        use std::sync::atomic::Ordering;
+        let mut spins = 0u32;
+        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        PageGuard { cell: self }
+    }
+}
+
+impl std::ops::Deref for PageCell {
+    type Target = Page;
+    #[inline]
+    fn deref(&self) -> &Page {
+        // SAFETY: only used with the state held exclusively (see the type's
+        // docs): no shared-path writer, and so no `PageGuard`, exists.
+        unsafe { &*self.page.get() }
+    }
+}
+
+impl std::ops::DerefMut for PageCell {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Page {
+        self.page.get_mut()
+    }
+}
+
+pub struct PageGuard<'a> {
+    cell: &'a PageCell,
+}
+
+impl std::ops::Deref for PageGuard<'_> {
+    type Target = Page;
+    #[inline]
+    fn deref(&self) -> &Page {
+        // SAFETY: the guard holds the page's lock: no other reference to the Page is live.
+        unsafe { &*self.cell.page.get() }
+    }
+}
+
+impl std::ops::DerefMut for PageGuard<'_> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut Page {
+        // SAFETY: as in deref; the guard is borrowed mutably.
+        unsafe { &mut *self.cell.page.get() }
+    }
+}
+
+impl Drop for PageGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.cell.locked.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl Page {
     pub fn new_cpu(id: u64, size: usize) -> Result<Page> {
-        Ok(Page { id, size, epoch: 0, data: PageData::Cpu(alloc_zeroed(size)?) })
+        Ok(Page { id, size, epoch: 0, data: PageData::Cpu(PageBuf::zeroed(size)?) })
     }
 
     pub fn new_gpu(id: u64, size: usize) -> Result<Page> {

@@ -9,8 +9,9 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use crate::delta::{self, ENC_DENSE, ENC_SPARSE};
@@ -18,7 +19,8 @@ use crate::diff;
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::Graph;
 use crate::ids::Ids;
-use crate::page::{Page, PageData, LOC_CPU, LOC_GPU};
+use crate::lanes::{self, Lane, MAX_SHARDS};
+use crate::page::{Page, PageCell, PageData, LOC_CPU, LOC_GPU};
 use crate::propagate::{PropState, PropStep, Recompute, RC_CLOSURE, RC_NONE, RC_PASSTHROUGH};
 use crate::tlog::{Durability, RecordHeader, RecordRef, SyncHandle, TLog};
 
@@ -51,6 +53,9 @@ pub const WRITE_PROPAGATE: u32 = 1;
 pub const WRITE_PARALLEL: u32 = 2;
 /// Handled at the boundary: do not wait for durability; the caller waits with `mmsb_tlog_sync`.
 pub const WRITE_DEFER_SYNC: u32 = 4;
+/// Handled at the boundary: the caller holds no lock of its own and may call
+/// from several threads at once (`State::page_write_shared`).
+pub const WRITE_SHARED: u32 = 8;
 
 /// Edge kind given to edges that `recompute_set` adds.
 pub const EDGE_KIND_DATA: u8 = 0;
@@ -60,7 +65,7 @@ pub const EDGE_KIND_DATA: u8 = 0;
 const SMALL_PAGE: u64 = 4096;
 
 /// Apply latency is sampled on one write in `SAMPLE_EVERY`.
-const SAMPLE_EVERY: u64 = 64;
+pub(crate) const SAMPLE_EVERY: u64 = 64;
 
 static LIVE_STATES: AtomicI64 = AtomicI64::new(0);
 
@@ -120,7 +125,7 @@ pub struct Stats {
 }
 
 pub struct Slot {
-    pub page: Page,
+    pub page: PageCell,
     pub rc: Recompute,
 }
 
@@ -268,20 +273,12 @@ pub(crate) fn write_core(
                 let seq = log.append_with(header, sum.runs as usize * 16, sum.changed as usize, |m, d| {
                     diff::encode_sparse_into(bm, new, m, d);
                 })?;
-                if size <= SMALL_PAGE || sum.changed * 4 >= size {
-                    buf.copy_from_slice(new);
-                } else {
-                    diff::for_each_run(bm, buf.len(), |s, l| {
-                        if let (Some(d), Some(n)) = (buf.get_mut(s..s + l), new.get(s..s + l)) {
-                            d.copy_from_slice(n);
-                        }
-                    });
-                }
+                apply_after_diff(buf, new, bm, &sum, true);
                 seq
             } else {
                 header.mask_len = scratch.bitmap.len() as u64;
                 let seq = log.append(&RecordRef { header, mask: &scratch.bitmap, data: new })?;
-                buf.copy_from_slice(new);
+                apply_after_diff(buf, new, &scratch.bitmap, &sum, false);
                 seq
             }
         }
@@ -299,6 +296,23 @@ pub(crate) fn write_core(
     ids.clock.observe(ts);
     page.epoch = base + 1;
     Ok(Some((did, seq)))
+}
+
+/// Makes `buf` equal to `new` after `diff::diff_bitmap(buf, new, bm)`
+/// returned `sum`: a whole copy, or for a sparse change to a large page only
+/// the changed runs.
+#[inline]
+pub(crate) fn apply_after_diff(buf: &mut [u8], new: &[u8], bm: &[u8], sum: &diff::DiffSummary, sparse: bool) {
+    let size = buf.len() as u64;
+    if !sparse || size <= SMALL_PAGE || sum.changed * 4 >= size {
+        buf.copy_from_slice(new);
+    } else {
+        diff::for_each_run(bm, buf.len(), |s, l| {
+            if let (Some(d), Some(n)) = (buf.get_mut(s..s + l), new.get(s..s + l)) {
+                d.copy_from_slice(n);
+            }
+        });
+    }
 }
 
 impl Inner {
@@ -377,7 +391,7 @@ impl Inner {
         self.graph.add_node(page.id);
         self.n_pages += 1;
         self.page_bytes += page.size as u64;
-        self.slots[i] = Some(Slot { page, rc: Recompute::default() });
+        self.slots[i] = Some(Slot { page: PageCell::new(page), rc: Recompute::default() });
     }
 
     /// Allocates a page (no log, no id).
@@ -745,25 +759,128 @@ impl Inner {
     }
 }
 
-/// One native state. Every export locks `inner` once.
+/// `WriteOut::prop_status` of a shared write that needs its caller to hold
+/// the state (events to deliver, a propagation cycle to run, or a cycle in
+/// progress): nothing was changed; write again the exclusive way.
+pub const PROP_NEED_LOCK: i32 = 2;
+
+#[repr(align(128))]
+struct Shard(Mutex<Lane>);
+
+/// One native state: `Inner` behind a lock split into shards (see
+/// `lanes.rs`). Every export but the shared write runs with all shards
+/// locked ([`State::call`]).
 pub struct State {
-    inner: Mutex<Inner>,
+    shards: Box<[Shard]>,
+    /// `None` once closed.
+    inner: UnsafeCell<Option<Inner>>,
+}
+
+// SAFETY: `inner` is reached mutably only through `Exclusive`, which holds
+// every shard's mutex, so no other reference exists; `Shared` holds one shard
+// and reaches `Inner` only immutably, changing nothing but atomics (ids) and
+// pages under their own lock (`PageCell::lock`). Inner is Send.
+unsafe impl Sync for State {}
+
+thread_local! {
+    /// The shard this thread tries first (assigned round-robin at first use).
+    static HOME: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+static NEXT_HOME: AtomicUsize = AtomicUsize::new(0);
+
+fn relock<'a>(m: &'a Mutex<Lane>) -> MutexGuard<'a, Lane> {
+    // A panic caught at the boundary may have poisoned the mutex; the state is
+    // still memory-safe, so keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) fn closed() -> Error {
+    Error::new(ErrorKind::Closed, "the state was closed")
+}
+
+/// Every shard locked: the whole state, lanes drained into the log.
+struct Exclusive<'a> {
+    st: &'a State,
+    lanes: [Option<MutexGuard<'a, Lane>>; MAX_SHARDS],
+}
+
+impl Exclusive<'_> {
+    fn inner(&mut self) -> Option<&mut Inner> {
+        // SAFETY: every shard is locked (see `unsafe impl Sync for State`).
+        unsafe { &mut *self.st.inner.get() }.as_mut()
+    }
+}
+
+/// One shard locked: `Inner` for reading, the shard's lane for writing.
+struct Shared<'a> {
+    inner: &'a Inner,
+    lane: MutexGuard<'a, Lane>,
 }
 
 impl State {
     pub fn from_inner(inner: Inner) -> State {
         LIVE_STATES.fetch_add(1, Ordering::Relaxed);
-        State { inner: Mutex::new(inner) }
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_SHARDS);
+        let pool = inner.log.pool().unwrap_or_default();
+        State {
+            shards: (0..n).map(|_| Shard(Mutex::new(Lane::new(pool.clone())))).collect(),
+            inner: UnsafeCell::new(Some(inner)),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic caught at the boundary may have poisoned the mutex; the
-        // state is still memory-safe, so keep serving.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    /// Locks every shard (in order, so exclusive callers cannot deadlock)
+    /// and moves the lanes' records into the log.
+    fn exclusive(&self) -> Result<Exclusive<'_>> {
+        let mut lanes: [Option<MutexGuard<'_, Lane>>; MAX_SHARDS] = Default::default();
+        for (g, s) in lanes.iter_mut().zip(self.shards.iter()) {
+            *g = Some(relock(&s.0));
+        }
+        let mut x = Exclusive { st: self, lanes };
+        if x.lanes.iter().flatten().any(|l| !l.is_empty()) {
+            // SAFETY: every shard is locked; `lanes` is a separate borrow.
+            if let Some(inner) = unsafe { &mut *self.inner.get() }.as_mut() {
+                let mut ls: Vec<&mut Lane> = x.lanes.iter_mut().flatten().map(|g| &mut **g).collect();
+                lanes::drain(&mut ls, &mut inner.log, &mut inner.stats)?;
+            }
+        }
+        Ok(x)
     }
 
-    /// Runs `f` under the mutex; under `Fsync` durability, then waits
-    /// (mutex released) until the last record `f` appended is on disk.
+    /// Locks one shard: this thread's, or any free one (which becomes its
+    /// own), or else waits for its own.
+    fn shared(&self) -> Result<Shared<'_>> {
+        let n = self.shards.len();
+        let home = HOME.with(|h| {
+            if h.get() == usize::MAX {
+                h.set(NEXT_HOME.fetch_add(1, Ordering::Relaxed));
+            }
+            h.get()
+        });
+        let mut lane = None;
+        for k in 0..n {
+            let i = (home + k) % n;
+            match self.shards[i].0.try_lock() {
+                Ok(g) => lane = Some(g),
+                Err(TryLockError::Poisoned(e)) => lane = Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => continue,
+            }
+            if k > 0 {
+                HOME.with(|h| h.set(i));
+            }
+            break;
+        }
+        let lane = match lane {
+            Some(g) => g,
+            None => relock(&self.shards[home % n].0),
+        };
+        // SAFETY: a shard is locked, so no `Exclusive` (no &mut Inner) exists.
+        let inner = unsafe { &*self.inner.get() }.as_ref().ok_or_else(closed)?;
+        Ok(Shared { inner, lane })
+    }
+
+    /// Runs `f` with the state held exclusively; under `Fsync` durability,
+    /// then waits (locks released) until the last record `f` appended is on
+    /// disk.
     pub fn call<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         self.call_then_sync(true, f)
     }
@@ -778,7 +895,7 @@ impl State {
     /// Waits until log record `seq` is durable (returns at once unless the
     /// log is `Fsync`).
     pub fn sync_to(&self, seq: u64) -> Result<()> {
-        let h = self.lock().sync.clone();
+        let h = self.call(|i| Ok(i.sync.clone()))?;
         match h {
             Some(h) if seq > 0 => h.wait_durable(seq),
             _ => Ok(()),
@@ -786,24 +903,84 @@ impl State {
     }
 
     fn call_then_sync<T>(&self, wait: bool, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
-        let mut g = self.lock();
+        let mut x = self.exclusive()?;
+        let g = x.inner().ok_or_else(closed)?;
         g.wait_seq = 0;
-        let r = f(&mut g);
+        let r = f(g);
         let seq = g.wait_seq;
         let h = if wait && seq > 0 { g.sync.clone() } else { None };
-        drop(g);
+        drop(x);
         if let Some(h) = h {
             h.wait_durable(seq)?;
         }
         r
     }
+
+    /// A write that may run on several threads at once (`WRITE_SHARED`).
+    /// Under one shard and the page's own lock when it can (a CPU page in a
+    /// memory log, nothing to propagate or deliver); exclusively when it is
+    /// a file log or a GPU page. When the write needs its caller (events
+    /// recorded, a cycle to run or in progress) it changes nothing and
+    /// returns `prop_status = PROP_NEED_LOCK`.
+    pub fn page_write_shared(&self, id: u64, bytes: &[u8], flags: u32) -> Result<WriteOut> {
+        let propagate = flags & WRITE_PROPAGATE != 0;
+        let need_lock = WriteOut { prop_status: PROP_NEED_LOCK, ..WriteOut::default() };
+        {
+            let mut sh = self.shared()?;
+            let inner = sh.inner;
+            let slot = inner.slot(id)?;
+            if inner.needs_caller(id, propagate) {
+                return Ok(need_lock);
+            }
+            if inner.log.is_memory() {
+                let mut page = slot.page.lock();
+                if let Some(out) = lanes::write_cpu(&mut page, bytes, &inner.ids, &mut sh.lane)? {
+                    return Ok(out);
+                }
+            }
+        }
+        self.call(|i| if i.needs_caller(id, propagate) { Ok(need_lock) } else { i.page_write(id, bytes, flags) })
+    }
+
+    /// Frees everything but the handle itself: pages, graph, the log (a file
+    /// log flushed first). Waits for calls in progress; every later call
+    /// fails with `ErrorKind::Closed`. Closing twice is a no-op.
+    pub fn close(&self) -> Result<()> {
+        // A drain error is moot here: the log is dropped next.
+        let mut lanes: [Option<MutexGuard<'_, Lane>>; MAX_SHARDS] = Default::default();
+        for (g, s) in lanes.iter_mut().zip(self.shards.iter()) {
+            *g = Some(relock(&s.0));
+        }
+        let mut x = Exclusive { st: self, lanes };
+        // SAFETY: every shard is locked.
+        let inner = unsafe { &mut *x.st.inner.get() }.take();
+        let r = match inner {
+            Some(mut i) => {
+                LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
+                let r = i.log.flush();
+                drop(i);
+                r
+            }
+            None => Ok(()),
+        };
+        for l in x.lanes.iter_mut().flatten() {
+            **l = Lane::new(Default::default());
+        }
+        r
+    }
+}
+
+impl Inner {
+    /// Whether a write to `id` needs the caller's help: events to deliver,
+    /// a cycle in progress, or (propagating) a cycle to run.
+    fn needs_caller(&self, id: u64, propagate: bool) -> bool {
+        self.events_on || self.prop.pending.is_some() || (propagate && self.needs_cycle(id))
+    }
 }
 
 impl Drop for State {
     fn drop(&mut self) {
-        LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
-        let g = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        let _ = g.log.flush();
+        let _ = self.close();
     }
 }
 

@@ -522,3 +522,115 @@ fn recovery_keeps_next_ids_and_clock_after_unapplied_stamps() {
     s.replay(last).unwrap();
     assert_eq!((s.next_ids(), s.ids.clock.now()), live);
 }
+
+/// Shared writes (`page_write_shared`) from several threads, to their own
+/// pages and to one page they all write, interleaved with exclusive calls
+/// (reads, stats, a passthrough page): no lost update (every page's epoch is
+/// its number of changing writes), unique delta ids in log order, and the
+/// log alone rebuilds the live state.
+#[test]
+fn shared_writes_from_threads_log_and_replay() {
+    let state = crate::persist::open(Config::default()).unwrap().0;
+    let (threads, writes) = (4u64, 3000u64);
+    let (common, own, pt) = state
+        .call(|s| {
+            let common = s.page_create(64, LOC_CPU)?.id;
+            let own: Vec<u64> = (0..threads).map(|_| s.page_create(64, LOC_CPU).map(|p| p.id)).collect::<Result<_>>()?;
+            let pt = s.page_create(64, LOC_CPU)?.id;
+            s.recompute_set(pt, RC_PASSTHROUGH, &[own[0]])?;
+            Ok((common, own, pt))
+        })
+        .unwrap();
+    std::thread::scope(|sc| {
+        for (t, &mine) in own.iter().enumerate() {
+            let state = &state;
+            sc.spawn(move || {
+                let mut v = vec![0u8; 64];
+                let mut w = vec![0u8; 64];
+                for k in 1..=writes {
+                    v[(8 + k % 56) as usize] = k as u8 ^ 0x5A;
+                    v[..8].copy_from_slice(&k.to_le_bytes()); // always a change
+                    let o = state.page_write_shared(mine, &v, WRITE_PROPAGATE).unwrap();
+                    if t == 0 {
+                        // own[0] has a dependent: refused, then done exclusively
+                        assert_eq!(o.prop_status, PROP_NEED_LOCK);
+                        state.call(|s| s.page_write(mine, &v, WRITE_PROPAGATE)).unwrap();
+                    } else {
+                        assert_eq!((o.prop_status, o.epoch), (0, k));
+                    }
+                    w[0] = t as u8;
+                    w[1..9].copy_from_slice(&k.to_le_bytes());
+                    let o = state.page_write_shared(common, &w, WRITE_PROPAGATE).unwrap();
+                    assert!(o.delta_id > 0);
+                    if k % 97 == 0 {
+                        let (a, b) = state.call(|s| Ok((read(s, mine), s.stats()))).unwrap();
+                        assert_eq!(a, v, "a read sees the thread's own last write");
+                        assert!(b.deltas_applied > 0);
+                    }
+                }
+            });
+        }
+    });
+    state
+        .call(|s| {
+            let n = threads * writes;
+            assert_eq!(s.slot(common)?.page.epoch, n, "no lost update on the shared page");
+            for &p in &own {
+                assert_eq!(s.slot(p)?.page.epoch, writes);
+            }
+            assert_eq!(read(s, pt), read(s, own[0]));
+            assert_eq!(s.stats().deltas_applied, 2 * n + writes, "writes + passthrough recomputes");
+            let recs = s.log.records_from(1)?;
+            let ids: Vec<u64> = recs.iter().filter(|r| r.header.kind == REC_DELTA).map(|r| r.header.delta_id).collect();
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "delta ids rise along the log");
+            assert!(recs.iter().enumerate().all(|(i, r)| r.header.seq == i as u64 + 1));
+            let mut r = st();
+            for rec in &recs {
+                r.apply_record(rec, true)?;
+            }
+            assert_eq!(fingerprint(&r), fingerprint(s));
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// A shared write refuses (changing nothing) what needs its caller, and
+/// works on file logs and after a close only as documented.
+#[test]
+fn shared_write_refusals_file_logs_and_close() {
+    let state = crate::persist::open(Config::default()).unwrap().0;
+    let (a, b) = state.call(|s| Ok((page(s, 8), page(s, 8)))).unwrap();
+    state.call(|s| s.edge_add(a, b, 0)).unwrap();
+    let before = state.call(|s| Ok((fingerprint(s), s.log.len()))).unwrap();
+    assert_eq!(state.page_write_shared(a, &[1; 8], WRITE_PROPAGATE).unwrap().prop_status, PROP_NEED_LOCK);
+    state.call(|s| {
+        s.events_enable(true);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(state.page_write_shared(b, &[1; 8], 0).unwrap().prop_status, PROP_NEED_LOCK);
+    assert_eq!(state.call(|s| Ok((fingerprint(s), s.log.len()))).unwrap(), before);
+    state.call(|s| {
+        s.events_enable(false);
+        Ok(())
+    })
+    .unwrap();
+    // without PROPAGATE a page with dependents is written in place
+    assert_eq!(state.page_write_shared(a, &[2; 8], 0).unwrap().epoch, 1);
+    assert_eq!(state.page_write_shared(a, &[2; 7], 0).unwrap_err().kind, ErrorKind::Dimension);
+    assert_eq!(state.page_write_shared(99, &[2; 8], 0).unwrap_err().kind, ErrorKind::PageNotFound);
+    state.close().unwrap();
+    state.close().unwrap();
+    assert_eq!(state.page_write_shared(a, &[3; 8], 0).unwrap_err().kind, ErrorKind::Closed);
+    assert_eq!(state.call(|s| Ok(s.n_pages)).unwrap_err().kind, ErrorKind::Closed);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.tlog");
+    let state = crate::persist::open(file_cfg(&path, Durability::Buffered, true)).unwrap().0;
+    let a = state.call(|s| Ok(page(s, 8))).unwrap();
+    let o = state.page_write_shared(a, &[9; 8], WRITE_PROPAGATE).unwrap();
+    assert_eq!((o.prop_status, o.epoch), (0, 1));
+    drop(state);
+    let state = crate::persist::open(file_cfg(&path, Durability::Buffered, false)).unwrap().0;
+    assert_eq!(read_state(&state, a), vec![9; 8]);
+}

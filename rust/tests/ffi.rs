@@ -18,6 +18,9 @@ const E_GPU: i32 = -10;
 const E_IO: i32 = -11;
 const E_BUSY: i32 = -12;
 const E_SMALL: i32 = -13;
+const E_CLOSED: i32 = -14;
+const SHARED: u32 = 8;
+const PROPAGATE: u32 = 1;
 
 fn cfg() -> MmsbConfig {
     MmsbConfig { enable_gpu: 0, ..Default::default() }
@@ -80,7 +83,7 @@ fn unchanged(st: *mut MmsbState, f: impl FnOnce() -> i32, want: i32) {
 
 #[test]
 fn abi_and_null_handles() {
-    assert_eq!(mmsb_abi_version(), 1);
+    assert_eq!(mmsb_abi_version(), MMSB_ABI_VERSION);
     assert!(mmsb_gpu_available() == 0 || mmsb_gpu_available() == 1);
     let mut w = MmsbWriteResult::default();
     assert_eq!(unsafe { mmsb_page_write(null_mut(), 1, [0u8].as_ptr(), 1, 0, &mut w) }, E_NULL);
@@ -92,7 +95,7 @@ fn abi_and_null_handles() {
     assert_eq!(unsafe { mmsb_state_new(null(), &mut st, null_mut()) }, E_NULL);
     assert_eq!(unsafe { mmsb_state_new(&cfg(), null_mut(), null_mut()) }, E_NULL);
     let mut c = cfg();
-    c.abi_version = 2;
+    c.abi_version = MMSB_ABI_VERSION + 1;
     assert_eq!(unsafe { mmsb_state_new(&c, &mut st, null_mut()) }, E_INVALID);
     let mut c = cfg();
     c.durability = 1; // buffered without a path
@@ -133,7 +136,7 @@ fn bad_arguments_change_nothing() {
     unchanged(st, || write(st, 99, &buf, 0).0, E_NOT_FOUND);
     unchanged(st, || unsafe { mmsb_page_write(st, a, null(), 16, 0, &mut MmsbWriteResult::default()) }, E_NULL);
     unchanged(st, || unsafe { mmsb_page_write(st, a, buf.as_ptr(), 16, 0, null_mut()) }, E_NULL);
-    unchanged(st, || write(st, a, &buf, 8).0, E_INVALID);
+    unchanged(st, || write(st, a, &buf, 0x40).0, E_INVALID);
     unchanged(st, || unsafe { mmsb_page_create(st, 0, 0, &mut MmsbPageInfo::default()) }, E_INVALID);
     unchanged(st, || unsafe { mmsb_page_create(st, 8, 7, &mut MmsbPageInfo::default()) }, E_INVALID);
     unchanged(st, || unsafe { mmsb_page_create(st, 1 << 62, 0, &mut MmsbPageInfo::default()) }, E_INVALID);
@@ -454,5 +457,70 @@ fn deferred_sync_then_tlog_sync_is_durable() {
     let m = open(&cfg());
     assert_eq!(unsafe { mmsb_tlog_sync(m, 12345) }, OK);
     unsafe { mmsb_state_free(m) };
+    unsafe { mmsb_state_free(st) };
+}
+
+/// MMSB_WRITE_SHARED from several threads through the C ABI, a refused
+/// shared write (MMSB_PROP_NEED_LOCK, nothing changed), bad flag mixes, and
+/// mmsb_state_close while other threads write: they get MMSB_ERR_CLOSED.
+#[test]
+fn shared_writes_and_close() {
+    let st = open(&cfg());
+    let pages: Vec<u64> = (0..3).map(|_| create(st, 32)).collect();
+    let l0 = log_len(st);
+    let stp = st as usize;
+    std::thread::scope(|sc| {
+        for &p in &pages {
+            sc.spawn(move || {
+                let st = stp as *mut MmsbState;
+                for k in 1..=500u64 {
+                    let mut b = [0u8; 32];
+                    b[..8].copy_from_slice(&k.to_le_bytes());
+                    let (rc, w) = write(st, p, &b, SHARED | PROPAGATE);
+                    assert_eq!((rc, w.prop_status, w.epoch), (OK, 0, k), "{}", msg());
+                }
+            });
+        }
+    });
+    assert_eq!(log_len(st), l0 + 3 * 500);
+    let child = create(st, 32);
+    assert_eq!(unsafe { mmsb_edge_add(st, pages[0], child, 0) }, OK);
+    let before = (ids(st), log_len(st), read(st, pages[0], 32));
+    let (rc, w) = write(st, pages[0], &[7u8; 32], SHARED | PROPAGATE);
+    assert_eq!((rc, w.prop_status, w.delta_id), (OK, 2, 0));
+    assert_eq!((ids(st), log_len(st), read(st, pages[0], 32)), before);
+    assert_eq!(write(st, pages[0], &[7u8; 32], SHARED | 4).0, E_INVALID);
+
+    // Close while writers run: each write either lands or fails CLOSED.
+    let barrier = std::sync::Barrier::new(4);
+    let started = &barrier;
+    std::thread::scope(|sc| {
+        for &p in &pages[1..] {
+            sc.spawn(move || {
+                let st = stp as *mut MmsbState;
+                started.wait();
+                let mut k = 0u64;
+                loop {
+                    k += 1;
+                    let mut b = [1u8; 32];
+                    b[..8].copy_from_slice(&k.to_le_bytes());
+                    match write(st, p, &b, SHARED | PROPAGATE).0 {
+                        OK => continue,
+                        E_CLOSED => break,
+                        rc => panic!("{rc}: {}", msg()),
+                    }
+                }
+            });
+        }
+        sc.spawn(move || {
+            started.wait();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            assert_eq!(unsafe { mmsb_state_close(stp as *mut MmsbState) }, OK);
+        });
+        started.wait();
+    });
+    assert_eq!(unsafe { mmsb_state_close(st) }, OK, "closing twice is a no-op");
+    assert_eq!(unsafe { mmsb_page_read(st, pages[0], [0u8; 32].as_mut_ptr(), 32) }, E_CLOSED);
+    assert!(msg().contains("closed"), "{}", msg());
     unsafe { mmsb_state_free(st) };
 }

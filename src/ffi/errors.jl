@@ -27,6 +27,7 @@ function status_exception(rc::Integer, msg::String)
     rc == -11 && return MMSBIOError(msg)
     rc == -12 && return ArgumentError(msg)
     rc == -13 && return ArgumentError(msg)
+    rc == -14 && return StateClosedError("the MMSB state was stopped (mmsb_stop); start a new one with mmsb_start")
     return MMSBInternalError(string("status ", rc, ": ", msg))
 end
 

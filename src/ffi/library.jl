@@ -6,7 +6,7 @@ isfile(DEPS_FILE) || error("MMSB is not built: run `import Pkg; Pkg.build(\"MMSB
 include(DEPS_FILE)
 include_dependency(DEPS_FILE)
 
-const ABI_VERSION = UInt32(1)
+const ABI_VERSION = UInt32(2)
 
 function check_library()
     isfile(libmmsb) || error("MMSB library $(libmmsb) is missing: run `Pkg.build(\"MMSB\")`")

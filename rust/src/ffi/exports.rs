@@ -11,7 +11,7 @@
 use super::types::*;
 use super::*;
 use crate::error::{Error, ErrorKind};
-use crate::state::{Config, DeltaIn, State};
+use crate::state::{Config, DeltaIn, State, WRITE_PROPAGATE, WRITE_SHARED};
 use crate::tlog::Durability;
 
 // ---- library -----------------------------------------------------------------
@@ -106,11 +106,16 @@ pub unsafe extern "C" fn mmsb_state_free(st: *mut MmsbState) {
     if st.is_null() {
         return;
     }
-    let _ = std::panic::catch_unwind(|| {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: st came from Box::into_raw in mmsb_state_new and the caller
         // frees it once.
         drop(unsafe { Box::from_raw(st) });
-    });
+    }));
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn mmsb_state_close(st: *mut MmsbState) -> i32 {
+    boundary(|| unsafe { state(st) }?.close())
 }
 
 #[no_mangle]
@@ -203,7 +208,15 @@ pub unsafe extern "C" fn mmsb_page_write(
         }
         let b = unsafe { bytes(src, len, "bytes") }?;
         let o = unsafe { out(o, "out") }?;
-        *o = s.call_write(flags, |i, flags| i.page_write(id, b, flags))?.into();
+        *o = if flags & WRITE_SHARED != 0 {
+            if flags & !(WRITE_SHARED | WRITE_PROPAGATE) != 0 {
+                return Err(Error::new(ErrorKind::Invalid, format!("write flags {flags:#x}: SHARED combines only with PROPAGATE")));
+            }
+            s.page_write_shared(id, b, flags & WRITE_PROPAGATE)?
+        } else {
+            s.call_write(flags, |i, flags| i.page_write(id, b, flags))?
+        }
+        .into();
         Ok(())
     })
 }

@@ -18,7 +18,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::State;
 
-pub const MMSB_ABI_VERSION: u32 = 1;
+pub const MMSB_ABI_VERSION: u32 = 2;
 
 thread_local! {
     static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };

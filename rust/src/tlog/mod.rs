@@ -15,6 +15,7 @@ mod memory;
 mod sync;
 
 pub use crc::crc32c;
+pub use memory::{LaneLog, SharedPool};
 pub use sync::SyncHandle;
 
 use std::path::Path;
@@ -273,6 +274,32 @@ impl TLog {
     }
 
     /// Some only under `Durability::Fsync`.
+    /// Moves the lanes' records into this (memory) log, in delta-id order
+    /// (see `MemLog::drain_lanes`). Nothing is moved on `Err`.
+    pub(crate) fn drain_lanes(&mut self, lanes: &mut [&mut LaneLog]) -> Result<()> {
+        let TLog { backend, offsets, end, .. } = self;
+        let Backend::Memory(m) = backend else {
+            return Err(Error::new(ErrorKind::Internal, "write lanes hold records but the log is not in memory"));
+        };
+        m.drain_lanes(lanes, |len| {
+            offsets.push(*end);
+            *end += len as u64;
+        })
+    }
+
+    /// The chunk pool of a memory log (shared with the state's lanes).
+    pub fn pool(&self) -> Option<SharedPool> {
+        match &self.backend {
+            Backend::Memory(m) => Some(m.pool()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is the in-memory log (durability `None`).
+    pub fn is_memory(&self) -> bool {
+        matches!(self.backend, Backend::Memory(_))
+    }
+
     pub fn sync_handle(&self) -> Option<Arc<SyncHandle>> {
         match &self.backend {
             Backend::Fsync(f) => Some(f.handle()),

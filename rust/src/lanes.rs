@@ -1,0 +1,121 @@
+//! Writes to distinct pages from several threads at once (SPEC §7).
+//!
+//! The state's lock is split into shards (one per core, at most
+//! [`MAX_SHARDS`]). An exclusive call (everything but the shared write)
+//! locks every shard; a shared write (`State::page_write_shared`) locks one
+//! shard, chosen per thread, and the page it writes (`PageCell::lock`). Two
+//! threads writing different pages then touch no common lock and no common
+//! buffer: only the delta-id and clock counters are shared (T2.3; see the
+//! README's `throughput/*` numbers for what they cost).
+//!
+//! A shared write cannot append to the log (that would be one more lock),
+//! so each shard has a [`Lane`]: delta records waiting for the next
+//! exclusive call, which moves them into the log ([`drain`]) before it does
+//! anything else. They go in delta-id order: a lane's records are in id
+//! order (ids are taken under its lock), and for one page the id order is
+//! the epoch order (ids are taken under the page's lock), so the log reads
+//! exactly as if the writes had run one after another in that order, and
+//! replaying it rebuilds the state. Readers of the log and of pages are
+//! exclusive calls, so none ever sees a write that is not in the log yet.
+
+use std::time::Instant;
+
+use crate::delta::{ENC_DENSE, ENC_SPARSE};
+use crate::diff;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ids::Ids;
+use crate::page::{Page, PageData};
+use crate::state::{apply_after_diff, Stats, WriteOut, REC_DELTA, SAMPLE_EVERY, SOURCE_API};
+use crate::tlog::{LaneLog, RecordHeader, SharedPool, TLog};
+
+/// Most shards a state has.
+pub const MAX_SHARDS: usize = 8;
+
+/// One shard's share of the state: frames of its shared writes not yet in
+/// the log, the diff buffer, and counters.
+pub struct Lane {
+    log: LaneLog,
+    bitmap: Vec<u8>,
+    writes: u64,
+    deltas_applied: u64,
+    apply_samples: u64,
+    apply_ns: u64,
+}
+
+impl Lane {
+    pub fn new(pool: SharedPool) -> Lane {
+        Lane { log: LaneLog::new(pool), bitmap: Vec::new(), writes: 0, deltas_applied: 0, apply_samples: 0, apply_ns: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+}
+
+/// Moves every lane's records into `log`, in delta-id order, and their
+/// counters into `stats`. On error nothing is moved.
+pub(crate) fn drain(lanes: &mut [&mut Lane], log: &mut TLog, stats: &mut Stats) -> Result<()> {
+    let mut logs: Vec<&mut LaneLog> = lanes.iter_mut().map(|l| &mut l.log).collect();
+    log.drain_lanes(&mut logs)?;
+    for l in lanes.iter_mut() {
+        stats.deltas_applied += std::mem::take(&mut l.deltas_applied);
+        stats.apply_samples += std::mem::take(&mut l.apply_samples);
+        stats.apply_ns += std::mem::take(&mut l.apply_ns);
+    }
+    Ok(())
+}
+
+/// The shared write of `new` to a CPU page (its lock held): diff, record in
+/// `lane`, apply, bump the epoch. `None` for a GPU page (the caller takes
+/// the exclusive path). Nothing changes on error.
+pub(crate) fn write_cpu(page: &mut Page, new: &[u8], ids: &Ids, lane: &mut Lane) -> Result<Option<WriteOut>> {
+    let (id, size, base) = (page.id, page.size as u64, page.epoch);
+    let PageData::Cpu(buf) = &mut page.data else { return Ok(None) };
+    if new.len() as u64 != size {
+        return Err(Error::new(
+            ErrorKind::Dimension,
+            format!("write to page {id}: {} bytes given, page size is {size}", new.len()),
+        ));
+    }
+    lane.writes = lane.writes.wrapping_add(1);
+    let t0 = (lane.writes % SAMPLE_EVERY == 0).then(Instant::now);
+    let sum = diff::diff_bitmap(buf, new, &mut lane.bitmap);
+    if sum.changed == 0 {
+        return Ok(Some(WriteOut { epoch: base, ..WriteOut::default() }));
+    }
+    let sparse = sum.prefer_sparse(size);
+    let (mask_len, data_len) =
+        if sparse { (sum.runs as usize * 16, sum.changed as usize) } else { (lane.bitmap.len(), new.len()) };
+    lane.log.reserve(mask_len + data_len)?;
+    // Nothing can fail from here on, so the id is taken for good.
+    let did = ids.delta.next();
+    let header = RecordHeader {
+        seq: 0,
+        kind: REC_DELTA,
+        page_id: id,
+        aux: base + 1,
+        delta_id: did,
+        base_epoch: base,
+        timestamp: ids.clock.tick(),
+        source: SOURCE_API,
+        encoding: if sparse { ENC_SPARSE } else { ENC_DENSE },
+        mask_len: mask_len as u64,
+    };
+    let Lane { bitmap: bm, log: lane_log, .. } = lane;
+    lane_log.push(&header, mask_len, data_len, |m, d| {
+        if sparse {
+            diff::encode_sparse_into(bm, new, m, d);
+        } else {
+            m.copy_from_slice(bm);
+            d.copy_from_slice(new);
+        }
+    })?;
+    apply_after_diff(buf, new, bm, &sum, sparse);
+    page.epoch = base + 1;
+    lane.deltas_applied += 1;
+    if let Some(t0) = t0 {
+        lane.apply_samples += 1;
+        lane.apply_ns += t0.elapsed().as_nanos() as u64;
+    }
+    Ok(Some(WriteOut { delta_id: did, epoch: base + 1, ..WriteOut::default() }))
+}
