@@ -29,6 +29,12 @@ impl IdAlloc {
         self.0.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Allocates `n` consecutive ids; returns the first.
+    #[inline]
+    pub fn take(&self, n: u64) -> u64 {
+        self.0.fetch_add(n, Ordering::Relaxed)
+    }
+
     /// The id the next call to [`IdAlloc::next`] would return.
     #[inline]
     pub fn peek(&self) -> u64 {
@@ -70,6 +76,12 @@ impl LogicalClock {
     #[inline]
     pub fn tick(&self) -> u64 {
         self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Advances the clock by `n` ticks; returns the first new time.
+    #[inline]
+    pub fn tick_n(&self, n: u64) -> u64 {
+        self.0.fetch_add(n, Ordering::Relaxed) + 1
     }
 
     /// The current time (the last value handed out, 0 if none).

@@ -4,19 +4,21 @@
 //! [`MAX_SHARDS`]). An exclusive call (everything but the shared write)
 //! locks every shard; a shared write (`State::page_write_shared`) locks one
 //! shard, chosen per thread, and the page it writes (`PageCell::lock`). Two
-//! threads writing different pages then touch no common lock and no common
-//! buffer: only the delta-id and clock counters are shared (T2.3; see the
-//! README's `throughput/*` numbers for what they cost).
+//! threads writing different pages then share no lock, no counter and no
+//! buffer.
 //!
 //! A shared write cannot append to the log (that would be one more lock),
-//! so each shard has a [`Lane`]: delta records waiting for the next
+//! so each shard has a [`Lane`]: frames of its writes, waiting for the next
 //! exclusive call, which moves them into the log ([`drain`]) before it does
-//! anything else. They go in delta-id order: a lane's records are in id
-//! order (ids are taken under its lock), and for one page the id order is
-//! the epoch order (ids are taken under the page's lock), so the log reads
-//! exactly as if the writes had run one after another in that order, and
-//! replaying it rebuilds the state. Readers of the log and of pages are
-//! exclusive calls, so none ever sees a write that is not in the log yet.
+//! anything else. Delta ids and timestamps are given there too, in log
+//! order: a shared counter taken by every write cost 20 ns per write on two
+//! threads (a cache line bouncing between cores; README, issue 5), so ids are
+//! not taken per write, nor per thread in ranges (T4.3), which would break
+//! "ids rise along the log". The log keeps each lane's order and, for every
+//! page, its epoch order (`MemLog::drain_lanes`), so it reads exactly as if
+//! the writes had run one after another, and replaying it rebuilds the
+//! state. Readers of the log and of pages are exclusive calls, so none ever
+//! sees a write that is not in the log yet.
 
 use std::time::Instant;
 
@@ -25,7 +27,7 @@ use crate::diff;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ids::Ids;
 use crate::page::{Page, PageData};
-use crate::state::{apply_after_diff, Stats, WriteOut, REC_DELTA, SAMPLE_EVERY, SOURCE_API};
+use crate::state::{apply_after_diff, Stats, WriteOut, DELTA_ID_PENDING, REC_DELTA, SAMPLE_EVERY, SOURCE_API};
 use crate::tlog::{LaneLog, RecordHeader, SharedPool, TLog};
 
 /// Most shards a state has.
@@ -52,11 +54,12 @@ impl Lane {
     }
 }
 
-/// Moves every lane's records into `log`, in delta-id order, and their
-/// counters into `stats`. On error nothing is moved.
-pub(crate) fn drain(lanes: &mut [&mut Lane], log: &mut TLog, stats: &mut Stats) -> Result<()> {
+/// Moves every lane's records into `log` (their delta ids and timestamps
+/// are given here, from `ids`, in log order) and their counters into
+/// `stats`. On error nothing is moved.
+pub(crate) fn drain(lanes: &mut [&mut Lane], log: &mut TLog, ids: &Ids, stats: &mut Stats) -> Result<()> {
     let mut logs: Vec<&mut LaneLog> = lanes.iter_mut().map(|l| &mut l.log).collect();
-    log.drain_lanes(&mut logs)?;
+    log.drain_lanes(&mut logs, |n| (ids.delta.take(n), ids.clock.tick_n(n)))?;
     for l in lanes.iter_mut() {
         stats.deltas_applied += std::mem::take(&mut l.deltas_applied);
         stats.apply_samples += std::mem::take(&mut l.apply_samples);
@@ -68,7 +71,7 @@ pub(crate) fn drain(lanes: &mut [&mut Lane], log: &mut TLog, stats: &mut Stats) 
 /// The shared write of `new` to a CPU page (its lock held): diff, record in
 /// `lane`, apply, bump the epoch. `None` for a GPU page (the caller takes
 /// the exclusive path). Nothing changes on error.
-pub(crate) fn write_cpu(page: &mut Page, new: &[u8], ids: &Ids, lane: &mut Lane) -> Result<Option<WriteOut>> {
+pub(crate) fn write_cpu(page: &mut Page, new: &[u8], lane: &mut Lane) -> Result<Option<WriteOut>> {
     let (id, size, base) = (page.id, page.size as u64, page.epoch);
     let PageData::Cpu(buf) = &mut page.data else { return Ok(None) };
     if new.len() as u64 != size {
@@ -87,16 +90,15 @@ pub(crate) fn write_cpu(page: &mut Page, new: &[u8], ids: &Ids, lane: &mut Lane)
     let (mask_len, data_len) =
         if sparse { (sum.runs as usize * 16, sum.changed as usize) } else { (lane.bitmap.len(), new.len()) };
     lane.log.reserve(mask_len + data_len)?;
-    // Nothing can fail from here on, so the id is taken for good.
-    let did = ids.delta.next();
+    // Delta id and timestamp are given when the record moves into the log.
     let header = RecordHeader {
         seq: 0,
         kind: REC_DELTA,
         page_id: id,
         aux: base + 1,
-        delta_id: did,
+        delta_id: 0,
         base_epoch: base,
-        timestamp: ids.clock.tick(),
+        timestamp: 0,
         source: SOURCE_API,
         encoding: if sparse { ENC_SPARSE } else { ENC_DENSE },
         mask_len: mask_len as u64,
@@ -117,5 +119,5 @@ pub(crate) fn write_cpu(page: &mut Page, new: &[u8], ids: &Ids, lane: &mut Lane)
         lane.apply_samples += 1;
         lane.apply_ns += t0.elapsed().as_nanos() as u64;
     }
-    Ok(Some(WriteOut { delta_id: did, epoch: base + 1, ..WriteOut::default() }))
+    Ok(Some(WriteOut { delta_id: DELTA_ID_PENDING, epoch: base + 1, ..WriteOut::default() }))
 }

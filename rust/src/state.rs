@@ -764,6 +764,10 @@ impl Inner {
 /// progress): nothing was changed; write again the exclusive way.
 pub const PROP_NEED_LOCK: i32 = 2;
 
+/// `WriteOut::delta_id` of a shared write that changed its page: the id is
+/// given when the record moves into the log (the next exclusive call).
+pub const DELTA_ID_PENDING: u64 = u64::MAX;
+
 #[repr(align(128))]
 struct Shard(Mutex<Lane>);
 
@@ -840,7 +844,7 @@ impl State {
             // SAFETY: every shard is locked; `lanes` is a separate borrow.
             if let Some(inner) = unsafe { &mut *self.inner.get() }.as_mut() {
                 let mut ls: Vec<&mut Lane> = x.lanes.iter_mut().flatten().map(|g| &mut **g).collect();
-                lanes::drain(&mut ls, &mut inner.log, &mut inner.stats)?;
+                lanes::drain(&mut ls, &mut inner.log, &inner.ids, &mut inner.stats)?;
             }
         }
         Ok(x)
@@ -934,7 +938,7 @@ impl State {
             }
             if inner.log.is_memory() {
                 let mut page = slot.page.lock();
-                if let Some(out) = lanes::write_cpu(&mut page, bytes, &inner.ids, &mut sh.lane)? {
+                if let Some(out) = lanes::write_cpu(&mut page, bytes, &mut sh.lane)? {
                     return Ok(out);
                 }
             }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use super::frame::{self, FRAME_HDR};
 use super::{Record, RecordHeader};
+use crate::state::REC_DELTA;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Largest regular chunk.
@@ -87,6 +88,20 @@ pub struct MemLog {
     pool: SharedPool,
     /// Where the frame of seq i + 1 starts.
     locs: Vec<u64>,
+    /// Per page id: its epoch so far while lanes are drained (scratch).
+    epochs: Vec<u64>,
+    /// One per drain: its records are seqs `first_seq..first_seq + n`, with
+    /// delta ids and timestamps counting up from `delta_id`, `timestamp`
+    /// (their frames hold 0 there; `get` fills them in).
+    runs: Vec<Run>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    first_seq: u64,
+    n: u64,
+    delta_id: u64,
+    timestamp: u64,
 }
 
 impl MemLog {
@@ -148,57 +163,119 @@ impl MemLog {
         Ok(n)
     }
 
-    /// Moves every lane's records to the end of this log in delta-id order
-    /// (each lane is in that order already), and calls `on_frame(len)` for
-    /// each. Full lane chunks are adopted as they are (no copy); a lane's
-    /// last chunk too when at least half used, else its frames are copied
-    /// and the lane keeps the chunk. Nothing is moved on `Err`.
-    pub fn drain_lanes(&mut self, lanes: &mut [&mut LaneLog], mut on_frame: impl FnMut(usize)) -> Result<()> {
+    /// Moves every lane's records to the end of this log (as seqs
+    /// `first_seq`, ...) and calls `on_frame(len)` for each. They get
+    /// consecutive delta ids and timestamps in log order, from `(d, t) =
+    /// stamp(n)` for all `n` of them. The order keeps each lane's order
+    /// and, for every page, the order of its epochs (a record is taken only
+    /// when its base epoch is the page's epoch so far); among lanes whose next
+    /// record may go, the current lane goes on. Full lane chunks are adopted
+    /// as they are (untouched: their ids are in `runs`); a lane's last chunk
+    /// too when at least half used, else its frames are copied and the lane
+    /// keeps the chunk. Nothing is moved on `Err`.
+    pub fn drain_lanes(
+        &mut self,
+        lanes: &mut [&mut LaneLog],
+        first_seq: u64,
+        stamp: impl FnOnce(u64) -> (u64, u64),
+        mut on_frame: impl FnMut(usize),
+    ) -> Result<()> {
+        let total: usize = lanes.iter().map(|l| l.recs.len()).sum();
+        if total == 0 {
+            return Ok(());
+        }
         // Room for the copied frames first: after this nothing can fail.
         let copied: usize = lanes.iter().filter(|l| !l.adopt_last()).map(|l| l.used).sum();
         if copied > 0 {
             self.room(copied)?;
         }
+        self.runs.try_reserve(1).map_err(|_| Error::new(ErrorKind::Io, "in-memory log: cannot allocate its index"))?;
+        let (delta_id, timestamp) = stamp(total as u64);
+        self.runs.push(Run { first_seq, n: total as u64, delta_id, timestamp });
+        // Where each lane's frames go: chunks adopted from `base[i]` on (lane
+        // chunks before `upto[i]`), the rest (its kept last chunk) copied in
+        // one piece to `copy_at[i]` in the current chunk.
         let mut base = Vec::with_capacity(lanes.len());
         let mut upto = Vec::with_capacity(lanes.len());
+        let mut copy_at = Vec::with_capacity(lanes.len());
         for l in lanes.iter_mut() {
             let n = if l.adopt_last() { l.chunks.len() } else { l.chunks.len() - 1 };
             base.push(self.chunks.len());
             upto.push(n);
             self.chunks.extend(l.chunks.drain(..n));
-        }
-        let mut next = vec![0usize; lanes.len()];
-        loop {
-            let mut best: Option<(usize, u64)> = None;
-            for (i, l) in lanes.iter().enumerate() {
-                if let Some(r) = l.recs.get(next[i]) {
-                    if best.map_or(true, |(_, id)| r.delta_id < id) {
-                        best = Some((i, r.delta_id));
-                    }
-                }
+            copy_at.push(self.used);
+            if let Some(c) = l.chunks.first().filter(|_| l.used > 0) {
+                self.chunks[self.cur][self.used..self.used + l.used].copy_from_slice(&c[..l.used]);
+                self.used += l.used;
             }
-            let Some((i, _)) = best else { break };
-            let r = lanes[i].recs[next[i]];
-            next[i] += 1;
+        }
+        let cur = self.cur;
+        let place = |i: usize, r: &LaneRec| {
             let (ci, at) = unpack(r.loc);
-            let len = r.len as usize;
-            // (Lane frames keep seq 0: `get` takes the seq from the index.)
-            let loc = if ci < upto[i] {
+            if ci < upto[i] {
                 (((base[i] + ci) as u64) << OFF_BITS) | at as u64
             } else {
-                // The lane kept this chunk (now its only one): copy the frame.
-                let dst = &mut self.chunks[self.cur][self.used..self.used + len];
-                dst.copy_from_slice(&lanes[i].chunks[ci - upto[i]][at..at + len]);
-                let loc = ((self.cur as u64) << OFF_BITS) | self.used as u64;
-                self.used += len;
-                loc
-            };
-            self.locs.push(loc);
-            on_frame(len);
+                ((cur as u64) << OFF_BITS) | (copy_at[i] + at) as u64
+            }
+        };
+        // (Lane frames keep seq, delta id and timestamp 0: see `get`.)
+        self.locs.reserve(total);
+        // Two lanes may hold records of one page only if their page sets overlap.
+        let busy: Vec<&&mut LaneLog> = lanes.iter().filter(|l| !l.recs.is_empty()).collect();
+        let overlap = busy
+            .iter()
+            .enumerate()
+            .any(|(i, a)| busy[i + 1..].iter().any(|b| a.pages.iter().zip(b.pages.iter()).any(|(x, y)| x & y != 0)));
+        drop(busy);
+        if !overlap {
+            // Each page's records are all in one lane: lane after lane.
+            for (i, l) in lanes.iter().enumerate() {
+                for r in &l.recs {
+                    self.locs.push(place(i, r));
+                    on_frame(r.len as usize);
+                }
+            }
+        } else {
+            // A record goes only when its base epoch is its page's epoch so
+            // far; among lanes whose next record may go, the current goes on.
+            let top = lanes.iter().flat_map(|l| l.recs.iter()).map(|r| r.page_id as usize).max().unwrap_or(0);
+            if self.epochs.len() <= top {
+                self.epochs.resize(top + 1, 0);
+            }
+            for r in lanes.iter().flat_map(|l| l.recs.iter()) {
+                self.epochs[r.page_id as usize] = u64::MAX;
+            }
+            for r in lanes.iter().flat_map(|l| l.recs.iter()) {
+                let e = &mut self.epochs[r.page_id as usize];
+                *e = (*e).min(r.base);
+            }
+            let mut next = vec![0usize; lanes.len()];
+            let mut at = 0usize;
+            loop {
+                let epochs = &self.epochs;
+                let ready = |i: usize| lanes[i].recs.get(next[i]).is_some_and(|r| epochs[r.page_id as usize] == r.base);
+                if !ready(at) {
+                    match (0..lanes.len()).find(|&i| ready(i)) {
+                        Some(i) => at = i,
+                        // Cannot happen (the writes' real order is one such
+                        // order); take any record rather than lose one.
+                        None => match (0..lanes.len()).find(|&i| next[i] < lanes[i].recs.len()) {
+                            Some(i) => at = i,
+                            None => break,
+                        },
+                    }
+                }
+                let r = lanes[at].recs[next[at]];
+                next[at] += 1;
+                self.epochs[r.page_id as usize] = r.base + 1;
+                self.locs.push(place(at, &r));
+                on_frame(r.len as usize);
+            }
         }
         for l in lanes.iter_mut() {
             l.recs.clear();
             l.used = 0;
+            l.pages = [0; 4];
         }
         Ok(())
     }
@@ -209,7 +286,15 @@ impl MemLog {
         let loc = *self.locs.get((seq as usize).wrapping_sub(1)).ok_or_else(bad)?;
         let (ci, at) = unpack(loc);
         let f = self.chunks.get(ci).and_then(|c| c.get(at..at + len)).ok_or_else(bad)?;
-        frame::decode_unchecked_crc(f, seq, logical_off)
+        let mut r = frame::decode_unchecked_crc(f, seq, logical_off)?;
+        if r.header.kind == REC_DELTA && r.header.delta_id == 0 {
+            // a frame from a write lane: its ids are in the drain's run
+            let run = self.runs[..self.runs.partition_point(|x| x.first_seq <= seq)].last().copied();
+            let run = run.filter(|x| seq < x.first_seq + x.n).ok_or_else(bad)?;
+            r.header.delta_id = run.delta_id + (seq - run.first_seq);
+            r.header.timestamp = run.timestamp + (seq - run.first_seq);
+        }
+        Ok(r)
     }
 
     /// Keeps the first `keep` records.
@@ -218,6 +303,11 @@ impl MemLog {
             return;
         }
         self.locs.truncate(keep);
+        let keep = keep as u64;
+        self.runs.retain(|x| x.first_seq <= keep);
+        if let Some(x) = self.runs.last_mut() {
+            x.n = x.n.min(keep + 1 - x.first_seq);
+        }
         // Chunks past the last one a kept record uses are freed; the rest is
         // treated as full (adopted chunks hold frames in any order).
         let needed = self.locs.iter().map(|&l| unpack(l).0 + 1).max().unwrap_or(0);
@@ -243,29 +333,35 @@ impl MemLog {
         self.used = 0;
         self.locs.clear();
         self.locs.shrink_to(KEEP_INDEX);
+        self.runs.clear();
     }
 }
 
 #[derive(Clone, Copy)]
 struct LaneRec {
-    delta_id: u64,
+    page_id: u64,
+    /// The page's epoch before this write.
+    base: u64,
     loc: u64,
     len: u32,
 }
 
-/// Frames written by one shard's shared writes (sequence number 0), waiting
-/// for [`MemLog::drain_lanes`].
+/// Frames written by one shard's shared writes, waiting for
+/// [`MemLog::drain_lanes`] (which gives them their delta id and timestamp;
+/// their sequence number stays 0, see `get`).
 pub struct LaneLog {
     chunks: Vec<Box<[u8]>>,
     /// Bytes used in the last chunk.
     used: usize,
     recs: Vec<LaneRec>,
+    /// The pages of `recs`, as a 256-bit filter (bit `id % 256`).
+    pages: [u64; 4],
     pool: SharedPool,
 }
 
 impl LaneLog {
     pub fn new(pool: SharedPool) -> LaneLog {
-        LaneLog { chunks: Vec::new(), used: 0, recs: Vec::new(), pool }
+        LaneLog { chunks: Vec::new(), used: 0, recs: Vec::new(), pages: [0; 4], pool }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -282,9 +378,10 @@ impl LaneLog {
         let n = FRAME_HDR + n;
         let room = self.chunks.last().map_or(0, |c| c.len() - self.used);
         if n > room {
-            // Lanes fill fast or not at all: full-size chunks (a drain keeps a
-            // chunk less than half used, so little is wasted).
-            let c = chunk_for(&self.pool, usize::MAX, n)?;
+            // Lanes fill fast or not at all: full-size chunks only (a drain
+            // keeps a chunk less than half used, so little is wasted), so a
+            // lane goes to the shared pool once per CHUNK bytes.
+            let c = chunk_for(&self.pool, usize::MAX, n.max(CHUNK))?;
             self.chunks.push(c);
             self.used = 0;
         }
@@ -310,7 +407,8 @@ impl LaneLog {
         let (m, d) = payload.split_at_mut(mask_len);
         fill(m, d);
         self.used = at + n;
-        self.recs.push(LaneRec { delta_id: h.delta_id, loc: ((ci as u64) << OFF_BITS) | at as u64, len: n as u32 });
+        self.pages[(h.page_id >> 6) as usize & 3] |= 1 << (h.page_id & 63);
+        self.recs.push(LaneRec { page_id: h.page_id, base: h.base_epoch, loc: ((ci as u64) << OFF_BITS) | at as u64, len: n as u32 });
         Ok(())
     }
 }
@@ -320,7 +418,7 @@ mod tests {
     use super::*;
 
     fn h() -> RecordHeader {
-        RecordHeader { kind: 6, page_id: 1, ..RecordHeader::default() }
+        RecordHeader { kind: 6, page_id: 1, delta_id: 1, ..RecordHeader::default() }
     }
 
     #[test]
@@ -365,71 +463,102 @@ mod tests {
         assert!(m.get(1, lens[0], 0).is_err());
     }
 
-    fn lane_push(l: &mut LaneLog, id: u64, n: usize) {
+    /// A lane frame for page `page` at base epoch `base`, payload `n` bytes of `fill`.
+    fn lane_push(l: &mut LaneLog, page: u64, base: u64, n: usize, fill: u8) {
         l.reserve(n).unwrap();
-        let h = RecordHeader { kind: 6, page_id: id % 3 + 1, delta_id: id, ..RecordHeader::default() };
-        l.push(&h, 0, n, |_, d| d.fill(id as u8)).unwrap();
+        let h = RecordHeader { kind: 6, page_id: page, base_epoch: base, aux: base + 1, ..RecordHeader::default() };
+        l.push(&h, 0, n, |_, d| d.fill(fill)).unwrap();
     }
 
-    /// Lanes drain in delta-id order with dense seqs, whether their chunks
-    /// are adopted (large) or copied (small), between ordinary appends; a
-    /// truncate inside drained records keeps exactly the prefix.
+    /// Lanes drain with dense seqs and consecutive delta ids, in an order
+    /// that keeps each lane's order and every page's epoch order, whether
+    /// their chunks are adopted (large) or copied (small), between ordinary
+    /// appends; a truncate inside drained records keeps exactly the prefix.
     #[test]
-    fn lanes_drain_in_delta_id_order() {
+    fn lanes_drain_in_page_epoch_order() {
         let mut m = MemLog::default();
         let mut lens: Vec<usize> = Vec::new();
-        let mut want: Vec<(u64, usize)> = Vec::new(); // (fill byte, payload len) by seq
+        let mut plain = 0usize;
         let mut seq = 1u64;
-        let plain = |m: &mut MemLog, lens: &mut Vec<usize>, want: &mut Vec<(u64, usize)>, seq: &mut u64| {
-            let n = m.append_with(*seq, &h(), 0, 40, |_, d| d.fill(0xEE)).unwrap();
-            lens.push(n);
-            want.push((0xEE, 40));
+        let append_plain = |m: &mut MemLog, lens: &mut Vec<usize>, seq: &mut u64| {
+            lens.push(m.append_with(*seq, &h(), 0, 40, |_, d| d.fill(0xEE)).unwrap());
             *seq += 1;
         };
-        plain(&mut m, &mut lens, &mut want, &mut seq);
+        append_plain(&mut m, &mut lens, &mut seq);
+        plain += 1;
+        let mut epochs = [0u64; 4]; // pages 1..=3 (index 0 unused)
         let mut next_id = 1u64;
-        for round in 0..6 {
-            let mut a = LaneLog::new(m.pool());
-            let mut b = LaneLog::new(m.pool());
-            // Round 0 and 3: a few small frames (copied); others: many (adopted chunks).
+        // (lane, page, base, fill) of every lane record, in "real" order
+        let mut written: Vec<(usize, u64, u64, u8)> = Vec::new();
+        for round in 0..6u64 {
+            let mut lanes = [LaneLog::new(m.pool()), LaneLog::new(m.pool())];
             let count = if round % 3 == 0 { 5 } else { 3000 };
-            let mut order = Vec::new();
-            for k in 0..count {
-                let id = next_id;
-                next_id += 1;
-                let size = 10 + (k * 37) % 300;
-                if (k / 7 + round) % 2 == 0 { lane_push(&mut a, id, size) } else { lane_push(&mut b, id, size) }
-                order.push((id, size));
+            let first = written.len();
+            for k in 0..count as u64 {
+                // lane by a pattern; pages shared by both lanes
+                let lane = ((k / 7 + round) % 2) as usize;
+                let page = 1 + (k * 5 + round) % 3;
+                let base = epochs[page as usize];
+                epochs[page as usize] += 1;
+                let fill = (k % 200) as u8;
+                lane_push(&mut lanes[lane], page, base, 10 + (k as usize * 37) % 300, fill);
+                written.push((lane, page, base, fill));
             }
+            let [a, b] = &mut lanes;
             let mut got = Vec::new();
-            m.drain_lanes(&mut [&mut a, &mut b], |len| got.push(len)).unwrap();
-            assert!(a.is_empty() && b.is_empty());
-            for (id, size) in order {
-                want.push((id, size));
-                lens.push(FRAME_HDR + size);
-                seq += 1;
-            }
+            let id0 = next_id;
+            m.drain_lanes(
+                &mut [a, b],
+                seq,
+                |n| {
+                    next_id += n;
+                    (next_id - n, 1001 + next_id - n)
+                },
+                |len| got.push(len),
+            )
+            .unwrap();
+            assert!(lanes.iter().all(|l| l.is_empty()));
             assert_eq!(got.len(), count);
-            plain(&mut m, &mut lens, &mut want, &mut seq);
-        }
-        let check = |m: &MemLog, upto: usize| {
-            for (i, &(fill, size)) in want.iter().enumerate().take(upto) {
-                let r = m.get(i as u64 + 1, lens[i], 0).unwrap();
-                assert_eq!(r.header.seq, i as u64 + 1);
-                assert_eq!(r.payload.len(), size);
-                assert!(r.payload.iter().all(|&x| x == fill as u8), "record {}", i + 1);
-                if fill != 0xEE {
-                    assert_eq!(r.header.delta_id, fill);
+            // check this round's records: page epochs in order, each lane in order
+            let mut seen_base = [None::<u64>; 4];
+            let mut lane_pos = [first; 2];
+            for (j, &len) in got.iter().enumerate() {
+                let s = seq + j as u64;
+                let r = m.get(s, len, 0).unwrap();
+                assert_eq!((r.header.seq, r.header.delta_id, r.header.timestamp), (s, id0 + j as u64, 1001 + id0 + j as u64));
+                let p = r.header.page_id as usize;
+                if let Some(b) = seen_base[p] {
+                    assert_eq!(r.header.base_epoch, b + 1, "page {p} epochs in order");
                 }
+                seen_base[p] = Some(r.header.base_epoch);
+                // the record is the next one of some lane
+                let lane = (0..2)
+                    .find(|&l| {
+                        let w = written[first..].iter().enumerate().skip(lane_pos[l] - first).find(|(_, x)| x.0 == l);
+                        w.is_some_and(|(_, x)| x.1 as usize == p && x.2 == r.header.base_epoch)
+                    })
+                    .expect("a lane's next record");
+                let i = written[first..].iter().enumerate().skip(lane_pos[lane] - first).find(|(_, x)| x.0 == lane).unwrap().0;
+                lane_pos[lane] = first + i + 1;
+                assert!(r.payload.iter().all(|&x| x == written[first + i].3));
             }
-        };
-        check(&m, want.len());
-        let keep = want.len() / 2;
+            seq += count as u64;
+            lens.extend(got);
+            append_plain(&mut m, &mut lens, &mut seq);
+            plain += 1;
+        }
+        assert_eq!(lens.len(), written.len() + plain);
+        let all = lens.len();
+        for (i, &len) in lens.iter().enumerate() {
+            assert_eq!(m.get(i as u64 + 1, len, 0).unwrap().header.seq, i as u64 + 1);
+        }
+        let keep = all / 2;
         m.truncate(keep);
-        check(&m, keep);
+        for (i, &len) in lens.iter().enumerate().take(keep) {
+            assert_eq!(m.get(i as u64 + 1, len, 0).unwrap().header.seq, i as u64 + 1);
+        }
         assert!(m.get(keep as u64 + 1, lens[keep], 0).is_err());
         let n = m.append_with(keep as u64 + 1, &h(), 0, 5, |_, d| d.fill(0xAB)).unwrap();
         assert_eq!(m.get(keep as u64 + 1, n, 0).unwrap().payload, vec![0xAB; 5]);
-        check(&m, keep);
     }
 }

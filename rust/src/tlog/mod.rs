@@ -274,14 +274,16 @@ impl TLog {
     }
 
     /// Some only under `Durability::Fsync`.
-    /// Moves the lanes' records into this (memory) log, in delta-id order
-    /// (see `MemLog::drain_lanes`). Nothing is moved on `Err`.
-    pub(crate) fn drain_lanes(&mut self, lanes: &mut [&mut LaneLog]) -> Result<()> {
+    /// Moves the lanes' records into this (memory) log, stamping each with
+    /// consecutive (delta id, timestamp) from `stamp(n)` in log order (see
+    /// `MemLog::drain_lanes`). Nothing is moved on `Err`.
+    pub(crate) fn drain_lanes(&mut self, lanes: &mut [&mut LaneLog], stamp: impl FnOnce(u64) -> (u64, u64)) -> Result<()> {
+        let first = self.next_seq();
         let TLog { backend, offsets, end, .. } = self;
         let Backend::Memory(m) = backend else {
             return Err(Error::new(ErrorKind::Internal, "write lanes hold records but the log is not in memory"));
         };
-        m.drain_lanes(lanes, |len| {
+        m.drain_lanes(lanes, first, stamp, |len| {
             offsets.push(*end);
             *end += len as u64;
         })
