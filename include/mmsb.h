@@ -97,6 +97,9 @@ extern "C" {
                                      the caller holds no lock; see mmsb_page_write       */
 
 #define MMSB_PROP_NEED_LOCK 2     /* prop_status of a refused MMSB_WRITE_SHARED write   */
+#define MMSB_DELTA_ID_PENDING UINT64_MAX  /* delta_id of a SHARED write that changed its
+                                     page: the id is given when its record moves into
+                                     the log (the next call that is not a SHARED write) */
 
 #define MMSB_PROP_ENQUEUE_CHILDREN 0  /* the given pages changed: visit their children */
 #define MMSB_PROP_ENQUEUE_SELF     1  /* visit the given pages themselves              */
