@@ -3,15 +3,20 @@
 //! then one propagation over every changed page.
 //!
 //! With `MMSB_WRITE_PARALLEL`, different pages are applied on scoped worker
-//! threads; each worker only computes its pages' bytes and per-delta change
-//! counts. Logging, epochs, stats and events then run sequentially in the
-//! fixed order, so the result is bitwise identical to the sequential path.
-//! (If a log append fails in that second phase — an I/O error on a file log
-//! — bytes already applied stay applied and the error is returned.)
+//! threads; each worker computes its pages' bytes and per-delta change
+//! counts and, for a memory log, writes the log frames of its deltas into
+//! frames reserved beforehand in the fixed order (so copying the payloads
+//! into the log is parallel too). Indexing the frames, epochs, stats and
+//! events then run sequentially in the fixed order, so the result is bitwise
+//! identical to the sequential path; a frame of a delta that changed nothing
+//! is left unindexed (wasted space in the memory log). (If a log append
+//! fails in that second phase — an I/O error on a file log — bytes already
+//! applied stay applied and the error is returned.)
 
 use crate::delta;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::*;
+use crate::tlog::Reserved;
 
 impl Inner {
     pub fn route_batch(&mut self, ds: &[DeltaIn], flags: u32) -> Result<BatchOut> {
@@ -46,10 +51,28 @@ impl Inner {
         let mut changed_pages: Vec<u64> = Vec::new();
         if parallel {
             let threads = self.worker_threads();
-            let counts = self.parallel_apply(ds, &order, &groups, threads);
+            // A memory log: frames reserved in order now, written by the
+            // workers with the bytes; a file log: appended in phase 2.
+            let mut frames = Vec::new();
+            if self.log.is_memory() {
+                frames.reserve(order.len());
+                for &i in &order {
+                    let d = &ds[i];
+                    frames.push(self.log.reserve_frame(REC_DELTA, d.mask.len(), d.payload.len())?);
+                }
+            }
+            let counts = self.parallel_apply(ds, &order, &groups, threads, &mut frames)?;
             for (k, &i) in order.iter().enumerate() {
                 if counts[k] > 0 {
-                    self.commit_applied(&ds[i])?;
+                    match frames.get(k) {
+                        Some(f) => {
+                            self.wait_seq = self.log.index_reserved(f)?;
+                            self.slot_mut(ds[i].page_id)?.page.epoch += 1;
+                            self.ids.clock.observe(ds[i].timestamp);
+                            self.after_applied(&ds[i]);
+                        }
+                        None => self.commit_applied(&ds[i])?,
+                    }
                     out.applied += 1;
                     if changed_pages.last() != Some(&ds[i].page_id) {
                         changed_pages.push(ds[i].page_id);
@@ -112,10 +135,22 @@ impl Inner {
 
     /// Phase 1 of a parallel batch: apply each page's deltas on a worker;
     /// returns the changed-byte count of every delta, in `order` positions.
-    fn parallel_apply(&mut self, ds: &[DeltaIn], order: &[usize], groups: &[(u64, usize, usize)], threads: usize) -> Vec<u64> {
+    /// With `frames` (one reservation per delta, in `order` positions, for a
+    /// memory log) the worker also writes the log frame of each delta that
+    /// changed its page, with the epoch it had before.
+    fn parallel_apply(
+        &mut self,
+        ds: &[DeltaIn],
+        order: &[usize],
+        groups: &[(u64, usize, usize)],
+        threads: usize,
+        frames: &mut [Reserved],
+    ) -> Result<Vec<u64>> {
+        type Work<'a> = (&'a mut [u8], u64, &'a [usize], &'a mut [u64], &'a mut [Reserved]);
         let mut counts = vec![0u64; order.len()];
-        let mut work: Vec<(&mut [u8], &[usize], &mut [u64])> = Vec::with_capacity(groups.len());
+        let mut work: Vec<Work> = Vec::with_capacity(groups.len());
         let mut rest: &mut [u64] = &mut counts;
+        let mut rest_f: &mut [Reserved] = frames;
         let mut gi = 0;
         for (id, slot) in self.slots.iter_mut().enumerate() {
             let Some(&(pid, a, b)) = groups.get(gi) else { break };
@@ -124,23 +159,40 @@ impl Inner {
             }
             let (c, r) = std::mem::take(&mut rest).split_at_mut(b - a);
             rest = r;
-            if let Some(buf) = slot.as_mut().and_then(|s| s.page.cpu_mut()) {
-                work.push((buf, &order[a..b], c));
+            let nf = (b - a).min(rest_f.len()); // 0 without frames (a file log)
+            let (f, r) = std::mem::take(&mut rest_f).split_at_mut(nf);
+            rest_f = r;
+            if let Some(s) = slot.as_mut() {
+                let page = &mut *s.page;
+                let epoch = page.epoch;
+                if let Some(buf) = page.cpu_mut() {
+                    work.push((buf, epoch, &order[a..b], c, f));
+                }
             }
             gi += 1;
         }
         // Workers pull pages from a shared queue; the calling thread works
         // too, so a failed spawn only means fewer workers.
         let queue = std::sync::Mutex::new(work.iter_mut());
+        let failed = std::sync::Mutex::new(None);
         let run = || loop {
             let item = match queue.lock() {
                 Ok(mut q) => q.next(),
                 Err(p) => p.into_inner().next(),
             };
-            let Some((buf, idxs, cs)) = item else { break };
+            let Some((buf, epoch, idxs, cs, fs)) = item else { break };
+            let mut e = *epoch;
             for (k, &i) in idxs.iter().enumerate() {
                 let d = &ds[i];
                 cs[k] = delta::apply(d.encoding, buf, d.mask, d.payload);
+                if cs[k] > 0 {
+                    if let Some(f) = fs.get_mut(k) {
+                        if let Err(err) = f.fill(&d.header(e), d.mask, d.payload) {
+                            *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(err);
+                        }
+                    }
+                    e += 1;
+                }
             }
         };
         let workers = threads.min(groups.len()).saturating_sub(1);
@@ -150,7 +202,10 @@ impl Inner {
             }
             run();
         });
-        counts
+        match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(e),
+            None => Ok(counts),
+        }
     }
 
     /// strict_epochs: within one page of a batch, a delta whose base epoch is

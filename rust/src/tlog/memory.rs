@@ -163,6 +163,27 @@ impl MemLog {
         Ok(n)
     }
 
+    /// Room for one frame of `n` bytes that is filled later (by any thread)
+    /// and indexed by [`MemLog::index_reserved`]; returns its location and a
+    /// pointer to it, valid until the log is truncated or cleared. A
+    /// reservation never indexed is wasted space, nothing else.
+    pub fn reserve_unindexed(&mut self, n: usize) -> Result<(u64, *mut u8)> {
+        self.room(n)?;
+        let (ci, at) = (self.cur, self.used);
+        let f = self
+            .chunks
+            .get_mut(ci)
+            .and_then(|c| c.get_mut(at..at + n))
+            .ok_or_else(|| Error::new(ErrorKind::Internal, "memory log chunk overflow"))?;
+        self.used = at + n;
+        Ok((((ci as u64) << OFF_BITS) | at as u64, f.as_mut_ptr()))
+    }
+
+    /// Makes the frame reserved at `loc` the next record.
+    pub fn index_reserved(&mut self, loc: u64) {
+        self.locs.push(loc);
+    }
+
     /// Moves every lane's records to the end of this log (as seqs
     /// `first_seq`, ...) and calls `on_frame(len)` for each. They get
     /// consecutive delta ids and timestamps in log order, from `(d, t) =

@@ -82,6 +82,39 @@ enum Backend {
 }
 
 /// The log. `Send`; lives inside the state's mutex.
+/// A frame reserved in a memory log (`TLog::reserve_frame`).
+pub struct Reserved {
+    loc: u64,
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a reservation is a region of a log chunk that no other reservation
+// overlaps and nothing else touches until it is indexed; it may be filled
+// from another thread.
+unsafe impl Send for Reserved {}
+
+impl Reserved {
+    /// Writes the frame: `h` (seq 0), then `mask`, then `data`, which must
+    /// fill the reservation exactly.
+    pub(crate) fn fill(&mut self, h: &RecordHeader, mask: &[u8], data: &[u8]) -> Result<()> {
+        if frame::FRAME_HDR + mask.len() + data.len() != self.len {
+            return Err(Error::new(ErrorKind::Internal, "reserved frame has another size"));
+        }
+        let mut hdr = [0u8; frame::FRAME_HDR];
+        frame::write_header(&mut hdr, 0, h, mask.len(), data.len())?;
+        // SAFETY: ptr..ptr+len is this reservation's own region of a live
+        // chunk (see the Send impl), and `&mut self` makes this the only writer.
+        let f = unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) };
+        let (head, rest) = f.split_at_mut(frame::FRAME_HDR);
+        head.copy_from_slice(&hdr);
+        let (m, d) = rest.split_at_mut(mask.len());
+        m.copy_from_slice(mask);
+        d.copy_from_slice(data);
+        Ok(())
+    }
+}
+
 pub struct TLog {
     backend: Backend,
     /// offsets[i]: byte offset of the frame of seq i + 1: in the file, or
@@ -287,6 +320,32 @@ impl TLog {
             offsets.push(*end);
             *end += len as u64;
         })
+    }
+
+    /// Memory logs only: room for one frame of `len` bytes, to be filled with
+    /// `Reserved::fill` (on any thread; sequence number 0, which `get`
+    /// reads from the index) and then made the next record by
+    /// `index_reserved`. A reservation never indexed is wasted space only.
+    pub(crate) fn reserve_frame(&mut self, kind: u8, mask_len: usize, data_len: usize) -> Result<Reserved> {
+        let Backend::Memory(m) = &mut self.backend else {
+            return Err(Error::new(ErrorKind::Internal, "frames are reserved only in a memory log"));
+        };
+        // A frame `fill` would refuse is refused now, before anything changes.
+        frame::write_header(&mut [0u8; frame::FRAME_HDR], 0, &RecordHeader { kind, ..RecordHeader::default() }, mask_len, data_len)?;
+        let len = frame::FRAME_HDR + mask_len + data_len;
+        let (loc, ptr) = m.reserve_unindexed(len)?;
+        Ok(Reserved { loc, ptr, len })
+    }
+
+    /// Indexes a filled reservation as the next record; returns its seq.
+    pub(crate) fn index_reserved(&mut self, r: &Reserved) -> Result<u64> {
+        let Backend::Memory(m) = &mut self.backend else {
+            return Err(Error::new(ErrorKind::Internal, "frames are reserved only in a memory log"));
+        };
+        m.index_reserved(r.loc);
+        self.offsets.push(self.end);
+        self.end += r.len as u64;
+        Ok(self.offsets.len() as u64)
     }
 
     /// The chunk pool of a memory log (shared with the state's lanes).
