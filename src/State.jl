@@ -248,11 +248,14 @@ function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
         while st.syncing[] > 0   # writers waiting for their fsync still use the handle
             yield()
         end
-        state_close(st.handle)   # waits for writes running without the lock (update_page)
-        st.closed = true
-        empty!(st.recomputes)
-        empty!(st.subscriptions)
-        st.batch = nothing
+        try
+            state_close(st.handle)   # waits for writes running without the lock (update_page)
+        finally                      # closed even if flushing a file log failed
+            st.closed = true
+            empty!(st.recomputes)
+            empty!(st.subscriptions)
+            st.batch = nothing
+        end
     end
     return nothing
 end
