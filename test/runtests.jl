@@ -10,6 +10,7 @@ using MMSB, Test, Random
     include("test_propagation.jl")
     include("test_events.jl")
     include("test_batch.jl")
+    include("test_concurrency.jl")
     include("test_persistence.jl")
     include("test_gpu.jl")
     include("test_errors.jl")

@@ -77,11 +77,15 @@ fn chunk_for(pool: &SharedPool, k: usize, n: usize) -> Result<Box<[u8]>> {
     crate::page::alloc_zeroed(want).map_err(|_| Error::new(ErrorKind::Io, format!("in-memory log: cannot allocate {want} bytes")))
 }
 
-#[derive(Default)]
+/// `MemLog::cur` of a log whose next append starts a new chunk.
+const NO_CHUNK: usize = usize::MAX;
+
 pub struct MemLog {
     /// Chunks in use: appends go to `chunks[cur]`; chunks adopted from lanes
     /// hold frames in any order (`locs` says where each record is).
     chunks: Vec<Box<[u8]>>,
+    /// [`NO_CHUNK`] when the next append needs a new chunk. Never an index
+    /// past the end: a chunk adopted later would take that index.
     cur: usize,
     /// Bytes used in `chunks[cur]`.
     used: usize,
@@ -102,6 +106,20 @@ struct Run {
     n: u64,
     delta_id: u64,
     timestamp: u64,
+}
+
+impl Default for MemLog {
+    fn default() -> Self {
+        MemLog {
+            chunks: Vec::new(),
+            cur: NO_CHUNK,
+            used: 0,
+            pool: SharedPool::default(),
+            locs: Vec::new(),
+            epochs: Vec::new(),
+            runs: Vec::new(),
+        }
+    }
 }
 
 impl MemLog {
@@ -339,7 +357,7 @@ impl MemLog {
             }
         }
         // The rest counts as full: the next append starts a new chunk.
-        self.cur = self.chunks.len();
+        self.cur = NO_CHUNK;
         self.used = 0;
     }
 
@@ -350,7 +368,7 @@ impl MemLog {
             pool.put(c);
         }
         drop(pool);
-        self.cur = 0;
+        self.cur = NO_CHUNK;
         self.used = 0;
         self.locs.clear();
         self.locs.shrink_to(KEEP_INDEX);
@@ -581,5 +599,48 @@ mod tests {
         assert!(m.get(keep as u64 + 1, lens[keep], 0).is_err());
         let n = m.append_with(keep as u64 + 1, &h(), 0, 5, |_, d| d.fill(0xAB)).unwrap();
         assert_eq!(m.get(keep as u64 + 1, n, 0).unwrap().payload, vec![0xAB; 5]);
+    }
+
+    /// After `truncate` or `clear` the log has no current chunk; a drain
+    /// that adopts a lane's (more than half full) chunks must not make the
+    /// next append land on top of them (found by test/test_concurrency.jl).
+    #[test]
+    fn appends_after_truncate_or_clear_do_not_overwrite_adopted_chunks() {
+        for cut in [true, false] {
+            let mut m = MemLog::default();
+            let mut lens = Vec::new();
+            for s in 1..=6u64 {
+                lens.push(m.append_with(s, &h(), 0, 40, |_, d| d.fill(s as u8)).unwrap());
+            }
+            if cut {
+                m.truncate(5);
+                lens.truncate(5);
+            } else {
+                m.clear();
+                lens.clear();
+            }
+            let mut lane = LaneLog::new(m.pool());
+            for k in 0..3000u64 {
+                lane_push(&mut lane, 1, k, 200, (k % 250) as u8);
+            }
+            assert!(lane.adopt_last(), "the test needs the adopting path");
+            let first = lens.len() as u64 + 1;
+            m.drain_lanes(&mut [&mut lane], first, |n| (100, n), |len| lens.push(len)).unwrap();
+            let s = lens.len() as u64 + 1;
+            lens.push(m.append_with(s, &h(), 0, 40, |_, d| d.fill(0xEE)).unwrap());
+            for (i, &len) in lens.iter().enumerate() {
+                let seq = i as u64 + 1;
+                let r = m.get(seq, len, 0).unwrap();
+                let want = if seq == s {
+                    0xEE
+                } else if seq >= first {
+                    assert_eq!(r.header.delta_id, 100 + seq - first);
+                    ((seq - first) % 250) as u8
+                } else {
+                    seq as u8
+                };
+                assert!(r.payload.iter().all(|&x| x == want), "record {seq} (cut {cut})");
+            }
+        }
     }
 }
