@@ -225,6 +225,11 @@ void    mmsb_state_free(MmsbState *st);   /* NULL-safe; frees pages, log, device
    returns MMSB_ERR_CLOSED until mmsb_state_free. Closing twice is a no-op.
    Lets a caller stop a state that other threads may still be calling. */
 int32_t mmsb_state_close(MmsbState *st);
+/* on = 1: until the matching on = 0, every MMSB_WRITE_SHARED write answers
+   MMSB_PROP_NEED_LOCK (so a caller that reads the state in several calls
+   under a lock of its own, which its writers also take when refused, sees no
+   write land in between). Holds nest; on = 0 without a hold: MMSB_ERR_BUSY. */
+int32_t mmsb_state_hold(MmsbState *st, uint8_t on);
 /* Empties pages, graph, recomputes, signatures, events, log (a file log is
    truncated to its header) and restarts ids at 1. */
 int32_t mmsb_state_reset(MmsbState *st);

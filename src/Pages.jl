@@ -147,9 +147,13 @@ epoch is bumped, the change is logged, events are emitted and the change
 propagates to dependent pages.
 
 Safe to call from several threads at once. Writes to pages with no
-dependents, on a state with no subscribers and an in-memory or `:buffered`
-log, run concurrently (they take one shard of the native lock and the page's
-own lock, not the state's); any other write takes the state's lock.
+dependents, on a state with no subscribers and an in-memory log, run
+concurrently (one shard of the native lock and the page's own lock, not the
+state's lock); under `:buffered` they take the native state exclusively but
+not the state's lock; any other write takes the state's lock. The log keeps
+each page's order and each thread's order; writes of different threads that
+nothing ordered (no other call on the state between them) may be logged in
+either order.
 
 Throws `DimensionMismatch` (length ≠ page size), `PageNotFoundError`,
 `StateClosedError`, `RecomputeError` (a dependent's recompute threw; this

@@ -124,7 +124,7 @@ and location, the graph, the passthrough registrations and the next ids: two
 states with equal snapshots are indistinguishable. No wall-clock data.
 """
 function canonical_snapshot(st::MMSBState)
-    with_state(st) do h
+    with_state_held(st) do h
         ids = page_ids(h)
         pages = Dict{UInt64,Vector{UInt8}}()
         meta = Dict{UInt64,Tuple{UInt64,UInt64,Symbol,Symbol}}()

@@ -185,6 +185,21 @@ end
     end
 end
 
+# Like `with_state`, and `update_page` calls on other threads wait as well:
+# the native side refuses their lock-free writes while held, and they retry
+# under the lock. For reads that take several native calls and must see one
+# state (`canonical_snapshot`, the checkpoint of `mmsb_stop`).
+function with_state_held(f::F, st::MMSBState) where {F}
+    with_state(st) do h
+        state_hold(h, true)
+        try
+            return f(h)
+        finally
+            state_hold(h, false)
+        end
+    end
+end
+
 # Throws if the calling task is inside a recompute function of `st` (recomputes must not write).
 @inline function check_not_recomputing(st::MMSBState, what)
     st.recompute_task === current_task() &&
@@ -244,12 +259,21 @@ function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
     isopen(st) || return nothing
     lock(st.lock) do
         isopen(st) || return
-        checkpoint_path === nothing || checkpoint_log!(st, checkpoint_path)
+        # Lock-free writes are refused from the checkpoint on (they wait for
+        # the lock and then find the state closed): none is acknowledged and
+        # then missing from the checkpoint. A failed checkpoint keeps the state open.
+        state_hold(st.handle, true)
+        try
+            checkpoint_path === nothing || checkpoint_log!(st, checkpoint_path)
+        catch
+            state_hold(st.handle, false)
+            rethrow()
+        end
         while st.syncing[] > 0   # writers waiting for their fsync still use the handle
             yield()
         end
         try
-            state_close(st.handle)   # waits for writes running without the lock (update_page)
+            state_close(st.handle)   # waits for writes already running without the lock
         finally                      # closed even if flushing a file log failed
             st.closed = true
             empty!(st.recomputes)

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::cell::{Cell, UnsafeCell};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::delta::{self, ENC_DENSE, ENC_SPARSE};
@@ -221,6 +221,8 @@ pub struct Inner {
     /// and `replay_to_epoch` start there instead of at record 1.
     pub snapshot_seq: u64,
     pub writes: u64,
+    /// Open `hold(true)` calls (shared writes are refused while > 0).
+    pub hold: u32,
 }
 
 pub(crate) fn not_found(id: u64) -> Error {
@@ -335,6 +337,7 @@ impl Inner {
             scratch: Scratch::default(),
             snapshot_seq: 0,
             writes: 0,
+            hold: 0,
         }
     }
 
@@ -776,6 +779,8 @@ struct Shard(Mutex<Lane>);
 /// locked ([`State::call`]).
 pub struct State {
     shards: Box<[Shard]>,
+    /// Exclusive callers waiting for the shards (shared writers let them in).
+    waiting: AtomicUsize,
     /// `None` once closed.
     inner: UnsafeCell<Option<Inner>>,
 }
@@ -817,9 +822,25 @@ impl Exclusive<'_> {
 
 /// One shard locked: `Inner` for reading, the shard's lane for writing.
 struct Shared<'a> {
-    inner: &'a Inner,
+    st: &'a State,
     lane: MutexGuard<'a, Lane>,
 }
+
+impl Shared<'_> {
+    /// The state, for reading only, for as long as the shard is held.
+    fn parts(&mut self) -> Result<(&Inner, &mut Lane)> {
+        // SAFETY: a shard is locked (and stays locked while the result, which
+        // borrows `self`, lives), so no `Exclusive` (no &mut Inner) exists.
+        let inner = unsafe { &*self.st.inner.get() }.as_ref().ok_or_else(closed)?;
+        Ok((inner, &mut self.lane))
+    }
+}
+
+/// Several threads read `Inner` at once on the shared path.
+const _: () = {
+    const fn sync<T: Sync>() {}
+    sync::<Inner>();
+};
 
 impl State {
     pub fn from_inner(inner: Inner) -> State {
@@ -828,6 +849,7 @@ impl State {
         let pool = inner.log.pool().unwrap_or_default();
         State {
             shards: (0..n).map(|_| Shard(Mutex::new(Lane::new(pool.clone())))).collect(),
+            waiting: AtomicUsize::new(0),
             inner: UnsafeCell::new(Some(inner)),
         }
     }
@@ -835,10 +857,7 @@ impl State {
     /// Locks every shard (in order, so exclusive callers cannot deadlock)
     /// and moves the lanes' records into the log.
     fn exclusive(&self) -> Result<Exclusive<'_>> {
-        let mut lanes: [Option<MutexGuard<'_, Lane>>; MAX_SHARDS] = Default::default();
-        for (g, s) in lanes.iter_mut().zip(self.shards.iter()) {
-            *g = Some(relock(&s.0));
-        }
+        let lanes = self.lock_all();
         let mut x = Exclusive { st: self, lanes };
         if x.lanes.iter().flatten().any(|l| !l.is_empty()) {
             // SAFETY: every shard is locked; `lanes` is a separate borrow.
@@ -852,34 +871,32 @@ impl State {
 
     /// Locks one shard: this thread's, or any free one (which becomes its
     /// own), or else waits for its own.
-    fn shared(&self) -> Result<Shared<'_>> {
-        let n = self.shards.len();
+    /// Locks this thread's shard. A thread always writes through the same
+    /// shard, so its writes stay in one lane, in its own order. Waits first
+    /// while an exclusive call is waiting for the shards (else writers that
+    /// relock at once could keep it out).
+    fn shared(&self) -> Shared<'_> {
         let home = HOME.with(|h| {
             if h.get() == usize::MAX {
                 h.set(NEXT_HOME.fetch_add(1, Ordering::Relaxed));
             }
             h.get()
         });
-        let mut lane = None;
-        for k in 0..n {
-            let i = (home + k) % n;
-            match self.shards[i].0.try_lock() {
-                Ok(g) => lane = Some(g),
-                Err(TryLockError::Poisoned(e)) => lane = Some(e.into_inner()),
-                Err(TryLockError::WouldBlock) => continue,
-            }
-            if k > 0 {
-                HOME.with(|h| h.set(i));
-            }
-            break;
+        while self.waiting.load(Ordering::Relaxed) > 0 {
+            std::thread::yield_now();
         }
-        let lane = match lane {
-            Some(g) => g,
-            None => relock(&self.shards[home % n].0),
-        };
-        // SAFETY: a shard is locked, so no `Exclusive` (no &mut Inner) exists.
-        let inner = unsafe { &*self.inner.get() }.as_ref().ok_or_else(closed)?;
-        Ok(Shared { inner, lane })
+        Shared { st: self, lane: relock(&self.shards[home % self.shards.len()].0) }
+    }
+
+    /// Every shard, locked in order (so exclusive callers cannot deadlock).
+    fn lock_all(&self) -> [Option<MutexGuard<'_, Lane>>; MAX_SHARDS] {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let mut lanes: [Option<MutexGuard<'_, Lane>>; MAX_SHARDS] = Default::default();
+        for (g, s) in lanes.iter_mut().zip(self.shards.iter()) {
+            *g = Some(relock(&s.0));
+        }
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        lanes
     }
 
     /// Runs `f` with the state held exclusively; under `Fsync` durability,
@@ -930,15 +947,15 @@ impl State {
         let propagate = flags & WRITE_PROPAGATE != 0;
         let need_lock = WriteOut { prop_status: PROP_NEED_LOCK, ..WriteOut::default() };
         {
-            let mut sh = self.shared()?;
-            let inner = sh.inner;
+            let mut sh = self.shared();
+            let (inner, lane) = sh.parts()?;
             let slot = inner.slot(id)?;
             if inner.needs_caller(id, propagate) {
                 return Ok(need_lock);
             }
             if inner.log.is_memory() {
                 let mut page = slot.page.lock();
-                if let Some(out) = lanes::write_cpu(&mut page, bytes, &mut sh.lane)? {
+                if let Some(out) = lanes::write_cpu(&mut page, bytes, lane)? {
                     return Ok(out);
                 }
             }
@@ -951,10 +968,7 @@ impl State {
     /// fails with `ErrorKind::Closed`. Closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
         // A drain error is moot here: the log is dropped next.
-        let mut lanes: [Option<MutexGuard<'_, Lane>>; MAX_SHARDS] = Default::default();
-        for (g, s) in lanes.iter_mut().zip(self.shards.iter()) {
-            *g = Some(relock(&s.0));
-        }
+        let lanes = self.lock_all();
         let mut x = Exclusive { st: self, lanes };
         // SAFETY: every shard is locked.
         let inner = unsafe { &mut *x.st.inner.get() }.take();
@@ -976,9 +990,25 @@ impl State {
 
 impl Inner {
     /// Whether a write to `id` needs the caller's help: events to deliver,
-    /// a cycle in progress, or (propagating) a cycle to run.
+    /// a cycle in progress, the caller holding the state (`hold`), or
+    /// (propagating) a cycle to run.
     fn needs_caller(&self, id: u64, propagate: bool) -> bool {
-        self.events_on || self.prop.pending.is_some() || (propagate && self.needs_cycle(id))
+        self.events_on || self.hold > 0 || self.prop.pending.is_some() || (propagate && self.needs_cycle(id))
+    }
+
+    /// `hold(true)` makes shared writes answer `PROP_NEED_LOCK` until the
+    /// matching `hold(false)`: a caller that reads the state in several
+    /// calls under its own lock (a snapshot, a checkpoint before a stop) sees
+    /// no shared write land in between. Holds nest.
+    pub fn hold(&mut self, on: bool) -> Result<()> {
+        if on {
+            self.hold += 1;
+        } else if self.hold == 0 {
+            return Err(Error::new(ErrorKind::Busy, "state_hold(false) without a hold"));
+        } else {
+            self.hold -= 1;
+        }
+        Ok(())
     }
 }
 

@@ -17,6 +17,7 @@ function state_new(cfg::CConfig, path)
 end
 state_free(h::Handle) = ccall((:mmsb_state_free, libmmsb), Cvoid, (Handle,), h)
 state_close(h::Handle) = check(ccall((:mmsb_state_close, libmmsb), Int32, (Handle,), h))
+state_hold(h::Handle, on::Bool) = check(ccall((:mmsb_state_hold, libmmsb), Int32, (Handle, UInt8), h, on))
 state_reset(h::Handle) = check(ccall((:mmsb_state_reset, libmmsb), Int32, (Handle,), h))
 
 function next_ids(h::Handle)

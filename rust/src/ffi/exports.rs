@@ -114,6 +114,11 @@ pub unsafe extern "C" fn mmsb_state_free(st: *mut MmsbState) {
 }
 
 #[no_mangle]
+pub unsafe extern "C" fn mmsb_state_hold(st: *mut MmsbState, on: u8) -> i32 {
+    boundary(|| unsafe { state(st) }?.call(|i| i.hold(on != 0)))
+}
+
+#[no_mangle]
 pub unsafe extern "C" fn mmsb_state_close(st: *mut MmsbState) -> i32 {
     boundary(|| unsafe { state(st) }?.close())
 }
