@@ -36,9 +36,13 @@ fn create(st: *mut MmsbState, size: u64, loc: u8) -> MmsbPageInfo {
 }
 
 fn write(st: *mut MmsbState, id: u64, b: &[u8]) -> MmsbWriteResult {
+    write_flags(st, id, b, 1)
+}
+
+fn write_flags(st: *mut MmsbState, id: u64, b: &[u8], flags: u32) -> MmsbWriteResult {
     let mut w = MmsbWriteResult::default();
     // SAFETY: b is valid for its length.
-    let rc = unsafe { mmsb_page_write(st, id, b.as_ptr(), b.len() as u64, 1, &mut w) };
+    let rc = unsafe { mmsb_page_write(st, id, b.as_ptr(), b.len() as u64, flags, &mut w) };
     assert_eq!(rc, OK, "{}", msg());
     w
 }
@@ -135,8 +139,10 @@ fn gpu_pages_match_cpu_pages() {
                 let i = rng.below(size) as usize;
                 data[i] = rng.next() as u8;
             }
-            let (wg, wc) = (write(st, g.id, &data), write(st, c.id, &data));
-            assert_eq!(wg.epoch, wc.epoch, "size {size} step {step}");
+            // odd steps: MMSB_WRITE_SHARED (a GPU page takes the exclusive path)
+            let flags = if step % 2 == 1 { 1 | 8 } else { 1 };
+            let (wg, wc) = (write_flags(st, g.id, &data, flags), write_flags(st, c.id, &data, flags));
+            assert_eq!((wg.epoch, wg.prop_status), (wc.epoch, wc.prop_status), "size {size} step {step}");
             // a no-op write changes nothing on either side
             assert_eq!(write(st, g.id, &data).delta_id, 0);
             // dense delta: random bitmap
