@@ -91,6 +91,7 @@ impl Inner {
                     let s = self.slot_mut(h.page_id)?;
                     s.rc.kind = RC_NONE;
                     s.rc.parents.clear();
+                    self.closures -= 1;
                 }
             }
             REC_DELTA => {
@@ -213,6 +214,7 @@ impl Inner {
     /// config, events switch and stats).
     fn take_core(&mut self, fresh: Inner) {
         self.slots = fresh.slots;
+        self.closures = fresh.closures;
         self.n_pages = fresh.n_pages;
         self.page_bytes = fresh.page_bytes;
         self.graph = fresh.graph;

@@ -223,6 +223,9 @@ pub struct Inner {
     pub writes: u64,
     /// Open `hold(true)` calls (shared writes are refused while > 0).
     pub hold: u32,
+    /// Pages whose recompute is a caller's closure: with none, every
+    /// propagation cycle runs to its end natively.
+    pub closures: usize,
 }
 
 pub(crate) fn not_found(id: u64) -> Error {
@@ -338,12 +341,14 @@ impl Inner {
             snapshot_seq: 0,
             writes: 0,
             hold: 0,
+            closures: 0,
         }
     }
 
     /// Empties the in-memory state (not the log, config or events switch).
     pub(crate) fn clear_core(&mut self) {
         self.slots = Vec::new();
+        self.closures = 0;
         self.n_pages = 0;
         self.page_bytes = 0;
         self.graph.clear();
@@ -439,10 +444,12 @@ impl Inner {
     /// Removes a page, its edges, and the recomputes that declared it.
     pub(crate) fn remove_page(&mut self, id: u64) -> Option<u64> {
         let slot = self.slots.get_mut(id as usize)?.take()?;
+        self.closures -= (slot.rc.kind == RC_CLOSURE) as usize;
         let children: Vec<u64> = self.graph.children(id).iter().map(|c| c.0).collect();
         for c in children {
             if let Some(Some(s)) = self.slots.get_mut(c as usize) {
                 if s.rc.parents.contains(&id) {
+                    self.closures -= (s.rc.kind == RC_CLOSURE) as usize;
                     s.rc = Recompute { queued: s.rc.queued, ..Recompute::default() };
                 }
             }
@@ -689,6 +696,8 @@ impl Inner {
                 self.graph.add_edge(p, child, EDGE_KIND_DATA)?;
             }
         }
+        let was = self.slot(child)?.rc.kind;
+        self.closures = self.closures + (kind == RC_CLOSURE) as usize - (was == RC_CLOSURE) as usize;
         let s = self.slot_mut(child)?;
         s.rc.kind = kind;
         s.rc.parents.clear();
@@ -760,6 +769,16 @@ impl Inner {
     pub fn prop_status(&self) -> PropStep {
         PropStep { status: self.prop.pending.is_some() as i32, page_id: self.prop.pending.unwrap_or(0) }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SharedRoute {
+    /// Refused: `PROP_NEED_LOCK`.
+    Caller,
+    /// With the state held exclusively (a cycle runs; or a file log, a GPU page).
+    Exclusive,
+    /// One shard, the page's lock, a lane.
+    Lane,
 }
 
 /// `WriteOut::prop_status` of a shared write that needs its caller to hold
@@ -845,7 +864,9 @@ const _: () = {
 impl State {
     pub fn from_inner(inner: Inner) -> State {
         LIVE_STATES.fetch_add(1, Ordering::Relaxed);
-        let n = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_SHARDS);
+        // Looked up once per process: it reads cgroup files on Linux (tens of µs).
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let n = (*CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))).clamp(1, MAX_SHARDS);
         let pool = inner.log.pool().unwrap_or_default();
         State {
             shards: (0..n).map(|_| Shard(Mutex::new(Lane::new(pool.clone())))).collect(),
@@ -939,10 +960,12 @@ impl State {
 
     /// A write that may run on several threads at once (`WRITE_SHARED`).
     /// Under one shard and the page's own lock when it can (a CPU page in a
-    /// memory log, nothing to propagate or deliver); exclusively when it is
-    /// a file log or a GPU page. When the write needs its caller (events
-    /// recorded, a cycle to run or in progress) it changes nothing and
-    /// returns `prop_status = PROP_NEED_LOCK`.
+    /// memory log, nothing to propagate or deliver); exclusively for a file
+    /// log, a GPU page, or a propagation cycle when the state has no closure
+    /// recomputes (the cycle then ends natively). When the write needs its
+    /// caller (events recorded, a hold, a cycle in progress or one that may
+    /// reach a closure) it changes nothing and returns
+    /// `prop_status = PROP_NEED_LOCK`.
     pub fn page_write_shared(&self, id: u64, bytes: &[u8], flags: u32) -> Result<WriteOut> {
         let propagate = flags & WRITE_PROPAGATE != 0;
         let need_lock = WriteOut { prop_status: PROP_NEED_LOCK, ..WriteOut::default() };
@@ -950,17 +973,21 @@ impl State {
             let mut sh = self.shared();
             let (inner, lane) = sh.parts()?;
             let slot = inner.slot(id)?;
-            if inner.needs_caller(id, propagate) {
-                return Ok(need_lock);
-            }
-            if inner.log.is_memory() {
-                let mut page = slot.page.lock();
-                if let Some(out) = lanes::write_cpu(&mut page, bytes, lane)? {
-                    return Ok(out);
+            match inner.shared_route(id, propagate) {
+                SharedRoute::Caller => return Ok(need_lock),
+                SharedRoute::Lane if inner.log.is_memory() => {
+                    let mut page = slot.page.lock();
+                    if let Some(out) = lanes::write_cpu(&mut page, bytes, lane)? {
+                        return Ok(out);
+                    }
                 }
+                _ => {}
             }
         }
-        self.call(|i| if i.needs_caller(id, propagate) { Ok(need_lock) } else { i.page_write(id, bytes, flags) })
+        self.call(|i| match i.shared_route(id, propagate) {
+            SharedRoute::Caller => Ok(need_lock),
+            _ => i.page_write(id, bytes, flags),
+        })
     }
 
     /// Frees everything but the handle itself: pages, graph, the log (a file
@@ -989,11 +1016,22 @@ impl State {
 }
 
 impl Inner {
-    /// Whether a write to `id` needs the caller's help: events to deliver,
-    /// a cycle in progress, the caller holding the state (`hold`), or
-    /// (propagating) a cycle to run.
-    fn needs_caller(&self, id: u64, propagate: bool) -> bool {
-        self.events_on || self.hold > 0 || self.prop.pending.is_some() || (propagate && self.needs_cycle(id))
+    /// How a shared write to `id` can go: it needs its caller for events to
+    /// deliver, a cycle in progress, a `hold`, or a cycle to run that may
+    /// reach a caller's closure; a cycle of native recomputes only runs
+    /// exclusively; anything else goes through a lane.
+    fn shared_route(&self, id: u64, propagate: bool) -> SharedRoute {
+        if self.events_on || self.hold > 0 || self.prop.pending.is_some() {
+            SharedRoute::Caller
+        } else if propagate && self.needs_cycle(id) {
+            if self.closures == 0 {
+                SharedRoute::Exclusive
+            } else {
+                SharedRoute::Caller
+            }
+        } else {
+            SharedRoute::Lane
+        }
     }
 
     /// `hold(true)` makes shared writes answer `PROP_NEED_LOCK` until the

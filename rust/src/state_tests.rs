@@ -554,14 +554,10 @@ fn shared_writes_from_threads_log_and_replay() {
                 for k in 1..=writes {
                     v[(8 + k % 56) as usize] = k as u8 ^ 0x5A;
                     v[..8].copy_from_slice(&k.to_le_bytes()); // always a change
+                    // own[0] has a passthrough dependent: its writes run
+                    // exclusively, with their cycle (no closures here)
                     let o = state.page_write_shared(mine, &v, WRITE_PROPAGATE).unwrap();
-                    if t == 0 {
-                        // own[0] has a dependent: refused, then done exclusively
-                        assert_eq!(o.prop_status, PROP_NEED_LOCK);
-                        state.call(|s| s.page_write(mine, &v, WRITE_PROPAGATE)).unwrap();
-                    } else {
-                        assert_eq!((o.prop_status, o.epoch), (0, k));
-                    }
+                    assert_eq!((o.prop_status, o.epoch), (0, k));
                     w[0] = t as u8;
                     w[1..9].copy_from_slice(&k.to_le_bytes());
                     let o = state.page_write_shared(common, &w, WRITE_PROPAGATE).unwrap();
@@ -603,10 +599,16 @@ fn shared_writes_from_threads_log_and_replay() {
 #[test]
 fn shared_write_refusals_file_logs_and_close() {
     let state = crate::persist::open(Config::default()).unwrap().0;
-    let (a, b) = state.call(|s| Ok((page(s, 8), page(s, 8)))).unwrap();
+    let (a, b, c) = state.call(|s| Ok((page(s, 8), page(s, 8), page(s, 8)))).unwrap();
     state.call(|s| s.edge_add(a, b, 0)).unwrap();
+    // no closure anywhere: a cycle runs natively, exclusively (b invalidated)
+    let o = state.page_write_shared(a, &[9; 8], WRITE_PROPAGATE).unwrap();
+    assert_eq!((o.prop_status, o.epoch), (0, 1));
+    // a closure somewhere: a write that starts a cycle needs its caller
+    state.call(|s| s.recompute_set(c, RC_CLOSURE, &[b])).unwrap();
     let before = state.call(|s| Ok((fingerprint(s), s.log.len()))).unwrap();
     assert_eq!(state.page_write_shared(a, &[1; 8], WRITE_PROPAGATE).unwrap().prop_status, PROP_NEED_LOCK);
+    assert_eq!(state.call(|s| Ok(s.closures)).unwrap(), 1);
     state.call(|s| {
         s.events_enable(true);
         Ok(())
@@ -620,7 +622,13 @@ fn shared_write_refusals_file_logs_and_close() {
     })
     .unwrap();
     // without PROPAGATE a page with dependents is written in place
-    assert_eq!(state.page_write_shared(a, &[2; 8], 0).unwrap().epoch, 1);
+    assert_eq!(state.page_write_shared(a, &[2; 8], 0).unwrap().epoch, 2);
+    // the closure count follows registrations and deletes
+    state.call(|s| s.recompute_set(c, RC_NONE, &[])).unwrap();
+    assert_eq!(state.call(|s| Ok(s.closures)).unwrap(), 0);
+    state.call(|s| s.recompute_set(c, RC_CLOSURE, &[b])).unwrap();
+    state.call(|s| s.page_delete(b, true)).unwrap();
+    assert_eq!(state.call(|s| Ok(s.closures)).unwrap(), 0, "c's recompute named b");
     assert_eq!(state.page_write_shared(a, &[2; 7], 0).unwrap_err().kind, ErrorKind::Dimension);
     assert_eq!(state.page_write_shared(99, &[2; 8], 0).unwrap_err().kind, ErrorKind::PageNotFound);
     state.close().unwrap();
@@ -723,4 +731,47 @@ fn one_thread_keeps_its_order_under_load() {
             Ok(())
         })
         .unwrap();
+}
+
+fn count_closures(s: &Inner) -> usize {
+    s.page_ids().into_iter().filter(|&i| s.slot(i).unwrap().rc.kind == RC_CLOSURE).count()
+}
+
+/// `closures` (which lets a shared write run a cycle natively) always equals
+/// the number of closure recomputes, through registrations, deletes, replay
+/// and reset.
+#[test]
+fn closure_count_follows_every_change() {
+    let mut s = st();
+    let mut seed = 7u64;
+    let mut rnd = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for step in 0..400 {
+        let ids = s.page_ids();
+        match rnd(5) {
+            0 | 1 if ids.len() < 30 => {
+                page(&mut s, 8);
+            }
+            2 if ids.len() >= 2 => {
+                let (c, p) = (ids[rnd(ids.len() as u64) as usize], ids[rnd(ids.len() as u64) as usize]);
+                let kind = [RC_NONE, RC_PASSTHROUGH, RC_CLOSURE][rnd(3) as usize];
+                let _ = s.recompute_set(c, kind, if kind == RC_NONE { &[] } else { std::slice::from_ref(&p) });
+            }
+            3 if !ids.is_empty() => {
+                let _ = s.page_delete(ids[rnd(ids.len() as u64) as usize], true);
+            }
+            _ => {
+                let n = s.log.len();
+                if n > 2 && step % 7 == 0 {
+                    s.replay(n - 1).unwrap();
+                }
+            }
+        }
+        assert_eq!(s.closures, count_closures(&s), "step {step}");
+    }
+    assert!(s.closures > 0, "the walk registered closures");
+    s.reset().unwrap();
+    assert_eq!(s.closures, 0);
 }

@@ -485,6 +485,12 @@ fn shared_writes_and_close() {
     assert_eq!(log_len(st), l0 + 3 * 500);
     let child = create(st, 32);
     assert_eq!(unsafe { mmsb_edge_add(st, pages[0], child, 0) }, OK);
+    // a cycle and no closure in the state: done natively
+    let (rc, w) = write(st, pages[0], &[5u8; 32], SHARED | PROPAGATE);
+    assert_eq!((rc, w.prop_status, w.epoch), (OK, 0, 501), "{}", msg());
+    // with a closure recompute somewhere, a write that starts a cycle is refused
+    let other = create(st, 32);
+    assert_eq!(unsafe { mmsb_recompute_set(st, other, 2, [child].as_ptr(), 1) }, OK, "{}", msg());
     let before = (ids(st), log_len(st), read(st, pages[0], 32));
     let (rc, w) = write(st, pages[0], &[7u8; 32], SHARED | PROPAGATE);
     assert_eq!((rc, w.prop_status, w.delta_id), (OK, 2, 0));
