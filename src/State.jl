@@ -262,12 +262,14 @@ function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
         # Lock-free writes are refused from the checkpoint on (they wait for
         # the lock and then find the state closed): none is acknowledged and
         # then missing from the checkpoint. A failed checkpoint keeps the state open.
-        state_hold(st.handle, true)
-        try
-            checkpoint_path === nothing || checkpoint_log!(st, checkpoint_path)
-        catch
-            state_hold(st.handle, false)
-            rethrow()
+        if checkpoint_path !== nothing
+            state_hold(st.handle, true)
+            try
+                checkpoint_log!(st, checkpoint_path)
+            catch
+                state_hold(st.handle, false)
+                rethrow()
+            end
         end
         while st.syncing[] > 0   # writers waiting for their fsync still use the handle
             yield()

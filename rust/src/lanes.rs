@@ -45,7 +45,8 @@ pub struct Lane {
 }
 
 impl Lane {
-    pub fn new(pool: SharedPool) -> Lane {
+    /// A lane taking chunks from `pool` (a memory log's), or from the allocator.
+    pub fn new(pool: Option<SharedPool>) -> Lane {
         Lane { log: LaneLog::new(pool), bitmap: Vec::new(), writes: 0, deltas_applied: 0, apply_samples: 0, apply_ns: 0 }
     }
 

@@ -34,12 +34,17 @@ fn ckpt(msg: impl std::fmt::Display) -> Error {
 
 /// Opens a state, recovering it from `cfg.tlog_path` if given.
 pub fn open(cfg: Config) -> Result<(State, RecoveryReport)> {
+    open_inner(cfg).map(|(i, r)| (State::from_inner(i), r))
+}
+
+/// [`open`], without the `State` around it (see `State::boxed`).
+pub fn open_inner(cfg: Config) -> Result<(Inner, RecoveryReport)> {
     match cfg.tlog_path.clone() {
         None => {
             if cfg.durability != Durability::None {
                 return Err(Error::new(ErrorKind::Invalid, "durability buffered/fsync needs a tlog_path"));
             }
-            Ok((State::from_inner(Inner::new(cfg, TLog::memory())), RecoveryReport::default()))
+            Ok((Inner::new(cfg, TLog::memory()), RecoveryReport::default()))
         }
         Some(p) => {
             let (log, recs, rep) = TLog::open(&p, cfg.durability, cfg.truncate)?;
@@ -49,7 +54,7 @@ pub fn open(cfg: Config) -> Result<(State, RecoveryReport)> {
                     Error::new(ErrorKind::TLogCorrupt, format!("{}: {}", p.display(), e.msg))
                 })?;
             }
-            Ok((State::from_inner(inner), rep))
+            Ok((inner, rep))
         }
     }
 }

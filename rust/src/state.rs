@@ -801,7 +801,8 @@ pub struct State {
     /// Exclusive callers waiting for the shards (shared writers let them in).
     waiting: AtomicUsize,
     /// `None` once closed.
-    inner: UnsafeCell<Option<Inner>>,
+    /// Boxed: a closed state (kept until its handle is freed) is small.
+    inner: UnsafeCell<Option<Box<Inner>>>,
 }
 
 // SAFETY: `inner` is reached mutably only through `Exclusive`, which holds
@@ -835,7 +836,7 @@ struct Exclusive<'a> {
 impl Exclusive<'_> {
     fn inner(&mut self) -> Option<&mut Inner> {
         // SAFETY: every shard is locked (see `unsafe impl Sync for State`).
-        unsafe { &mut *self.st.inner.get() }.as_mut()
+        unsafe { &mut *self.st.inner.get() }.as_deref_mut()
     }
 }
 
@@ -850,7 +851,7 @@ impl Shared<'_> {
     fn parts(&mut self) -> Result<(&Inner, &mut Lane)> {
         // SAFETY: a shard is locked (and stays locked while the result, which
         // borrows `self`, lives), so no `Exclusive` (no &mut Inner) exists.
-        let inner = unsafe { &*self.st.inner.get() }.as_ref().ok_or_else(closed)?;
+        let inner = unsafe { &*self.st.inner.get() }.as_deref().ok_or_else(closed)?;
         Ok((inner, &mut self.lane))
     }
 }
@@ -861,17 +862,61 @@ const _: () = {
     sync::<Inner>();
 };
 
+/// Shells of freed states (`State::free`), reused by new ones (`State::boxed`).
+/// A stopped state keeps its shell until its handle is freed (from Julia: by
+/// the GC), and allocating one per state would scatter small long-lived
+/// blocks among page and log memory (measured: creating a page then cost
+/// twice as much).
+static SHELLS: Mutex<Vec<Box<State>>> = Mutex::new(Vec::new());
+/// Shells kept for reuse (a shell is ~600 bytes).
+const KEEP_SHELLS: usize = 4096;
+
 impl State {
     pub fn from_inner(inner: Inner) -> State {
         LIVE_STATES.fetch_add(1, Ordering::Relaxed);
         // Looked up once per process: it reads cgroup files on Linux (tens of µs).
         static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
         let n = (*CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))).clamp(1, MAX_SHARDS);
-        let pool = inner.log.pool().unwrap_or_default();
+        let pool = inner.log.pool();
         State {
             shards: (0..n).map(|_| Shard(Mutex::new(Lane::new(pool.clone())))).collect(),
             waiting: AtomicUsize::new(0),
-            inner: UnsafeCell::new(Some(inner)),
+            inner: UnsafeCell::new(Some(Box::new(inner))),
+        }
+    }
+
+    /// A boxed state around `inner`, in a recycled shell when one is free.
+    pub fn boxed(inner: Inner) -> Box<State> {
+        let shell = SHELLS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let Some(mut b) = shell else { return Box::new(State::from_inner(inner)) };
+        LIVE_STATES.fetch_add(1, Ordering::Relaxed);
+        let pool = inner.log.pool();
+        for s in b.shards.iter_mut() {
+            *s.0.get_mut().unwrap_or_else(|e| e.into_inner()) = Lane::new(pool.clone());
+        }
+        *b.waiting.get_mut() = 0;
+        *b.inner.get_mut() = Some(Box::new(inner));
+        b
+    }
+
+    /// Frees a boxed state (closing it first if needed), keeping its shell
+    /// for reuse. The caller guarantees nothing uses it any more.
+    pub fn free(mut b: Box<State>) {
+        b.close_owned();
+        for s in b.shards.iter_mut() {
+            *s.0.get_mut().unwrap_or_else(|e| e.into_inner()) = Lane::new(None);
+        }
+        let mut shells = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
+        if shells.len() < KEEP_SHELLS {
+            shells.push(b);
+        }
+    }
+
+    /// `close` when no other reference exists (no locking).
+    fn close_owned(&mut self) {
+        if let Some(mut i) = self.inner.get_mut().take() {
+            LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
+            let _ = i.log.flush();
         }
     }
 
@@ -882,7 +927,7 @@ impl State {
         let mut x = Exclusive { st: self, lanes };
         if x.lanes.iter().flatten().any(|l| !l.is_empty()) {
             // SAFETY: every shard is locked; `lanes` is a separate borrow.
-            if let Some(inner) = unsafe { &mut *self.inner.get() }.as_mut() {
+            if let Some(inner) = unsafe { &mut *self.inner.get() }.as_deref_mut() {
                 let mut ls: Vec<&mut Lane> = x.lanes.iter_mut().flatten().map(|g| &mut **g).collect();
                 lanes::drain(&mut ls, &mut inner.log, &inner.ids, &mut inner.stats)?;
             }
@@ -1008,8 +1053,9 @@ impl State {
             }
             None => Ok(()),
         };
+        // Lanes let go of their chunks and of the log's chunk pool.
         for l in x.lanes.iter_mut().flatten() {
-            **l = Lane::new(Default::default());
+            **l = Lane::new(None);
         }
         r
     }
@@ -1052,7 +1098,7 @@ impl Inner {
 
 impl Drop for State {
     fn drop(&mut self) {
-        let _ = self.close();
+        self.close_owned();
     }
 }
 

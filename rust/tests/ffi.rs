@@ -530,3 +530,26 @@ fn shared_writes_and_close() {
     assert!(msg().contains("closed"), "{}", msg());
     unsafe { mmsb_state_free(st) };
 }
+
+/// Freed states' shells are reused by new states: a new state is empty even
+/// when the freed one had shared writes waiting in its lanes.
+#[test]
+fn a_new_state_in_a_reused_shell_is_fresh() {
+    for _ in 0..50 {
+        let st = open(&cfg());
+        let p = create(st, 16);
+        for k in 1..=20u8 {
+            assert_eq!(write(st, p, &[k; 16], SHARED | PROPAGATE).0, OK);
+        }
+        // SAFETY: st came from mmsb_state_new; freed once, not used after.
+        unsafe { mmsb_state_free(st) };
+        let st = open(&cfg());
+        assert_eq!((ids(st), log_len(st)), ((1, 1), 1), "a fresh state: no pages, ids at 1, empty log");
+        let q = create(st, 16);
+        assert_eq!(write(st, q, &[9; 16], SHARED | PROPAGATE).1.epoch, 1);
+        assert_eq!(read(st, q, 16), vec![9; 16]);
+        assert_eq!(log_len(st), 3);
+        // SAFETY: as above.
+        unsafe { mmsb_state_free(st) };
+    }
+}

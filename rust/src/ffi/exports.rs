@@ -91,12 +91,12 @@ pub unsafe extern "C" fn mmsb_state_new(cfg: *const MmsbConfig, out_st: *mut *mu
         let c = unsafe { cfg.as_ref() }.ok_or_else(|| Error::new(ErrorKind::Null, "config is NULL"))?;
         let o = unsafe { out(out_st, "out") }?;
         let config = config_from(c)?;
-        let (st, rep) = crate::persist::open(config)?;
+        let (inner, rep) = crate::persist::open_inner(config)?;
         // SAFETY: info is NULL or valid for one write.
         if let Some(i) = unsafe { info.as_mut() } {
             *i = MmsbRecoveryInfo { records_recovered: rep.records, bytes_truncated: rep.bytes_truncated };
         }
-        *o = Box::into_raw(Box::new(st));
+        *o = Box::into_raw(State::boxed(inner));
         Ok(())
     })
 }
@@ -109,7 +109,7 @@ pub unsafe extern "C" fn mmsb_state_free(st: *mut MmsbState) {
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: st came from Box::into_raw in mmsb_state_new and the caller
         // frees it once.
-        drop(unsafe { Box::from_raw(st) });
+        State::free(unsafe { Box::from_raw(st) });
     }));
 }
 

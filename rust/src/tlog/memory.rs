@@ -67,8 +67,8 @@ fn lock(pool: &SharedPool) -> std::sync::MutexGuard<'_, ChunkPool> {
 
 /// A chunk for a frame of `n` bytes, the `k`-th of its log: a spare one, or
 /// a new one of `FIRST_CHUNK << k` bytes (at most `CHUNK`, at least `n`).
-fn chunk_for(pool: &SharedPool, k: usize, n: usize) -> Result<Box<[u8]>> {
-    if let Some(c) = lock(pool).take(n) {
+fn chunk_for(pool: Option<&SharedPool>, k: usize, n: usize) -> Result<Box<[u8]>> {
+    if let Some(c) = pool.and_then(|p| lock(p).take(n)) {
         return Ok(c);
     }
     let want = FIRST_CHUNK.checked_shl(k.min(16) as u32).unwrap_or(CHUNK).min(CHUNK).max(n);
@@ -132,7 +132,7 @@ impl MemLog {
     fn room(&mut self, n: usize) -> Result<()> {
         let room = self.chunks.get(self.cur).map_or(0, |c| c.len() - self.used);
         if n > room {
-            let c = chunk_for(&self.pool, self.chunks.len(), n)?;
+            let c = chunk_for(Some(&self.pool), self.chunks.len(), n)?;
             self.chunks.push(c);
             self.cur = self.chunks.len() - 1;
             self.used = 0;
@@ -395,11 +395,11 @@ pub struct LaneLog {
     recs: Vec<LaneRec>,
     /// The pages of `recs`, as a 256-bit filter (bit `id % 256`).
     pages: [u64; 4],
-    pool: SharedPool,
+    pool: Option<SharedPool>,
 }
 
 impl LaneLog {
-    pub fn new(pool: SharedPool) -> LaneLog {
+    pub fn new(pool: Option<SharedPool>) -> LaneLog {
         LaneLog { chunks: Vec::new(), used: 0, recs: Vec::new(), pages: [0; 4], pool }
     }
 
@@ -420,7 +420,7 @@ impl LaneLog {
             // Lanes fill fast or not at all: full-size chunks only (a drain
             // keeps a chunk less than half used, so little is wasted), so a
             // lane goes to the shared pool once per CHUNK bytes.
-            let c = chunk_for(&self.pool, usize::MAX, n.max(CHUNK))?;
+            let c = chunk_for(self.pool.as_ref(), usize::MAX, n.max(CHUNK))?;
             self.chunks.push(c);
             self.used = 0;
         }
@@ -530,7 +530,7 @@ mod tests {
         // (lane, page, base, fill) of every lane record, in "real" order
         let mut written: Vec<(usize, u64, u64, u8)> = Vec::new();
         for round in 0..6u64 {
-            let mut lanes = [LaneLog::new(m.pool()), LaneLog::new(m.pool())];
+            let mut lanes = [LaneLog::new(Some(m.pool())), LaneLog::new(Some(m.pool()))];
             let count = if round % 3 == 0 { 5 } else { 3000 };
             let first = written.len();
             for k in 0..count as u64 {
@@ -619,7 +619,7 @@ mod tests {
                 m.clear();
                 lens.clear();
             }
-            let mut lane = LaneLog::new(m.pool());
+            let mut lane = LaneLog::new(Some(m.pool()));
             for k in 0..3000u64 {
                 lane_push(&mut lane, 1, k, 200, (k % 250) as u8);
             }
