@@ -867,6 +867,7 @@ const _: () = {
 /// the GC), and allocating one per state would scatter small long-lived
 /// blocks among page and log memory (measured: creating a page then cost
 /// twice as much).
+#[allow(clippy::vec_box)] // handles are pointers to these boxes
 static SHELLS: Mutex<Vec<Box<State>>> = Mutex::new(Vec::new());
 /// Shells kept for reuse (a shell is ~600 bytes).
 const KEEP_SHELLS: usize = 4096;
