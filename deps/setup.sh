@@ -36,6 +36,30 @@ julia_works() { # $1: julia command line (may include env); exits 0 if >= 1.5 an
                exit(0)' >/dev/null 2>&1; exit $?) 2>/dev/null   # keeps bash's crash notice quiet
 }
 
+# The private apt source list (bookworm + bullseye from the machine's own
+# Debian mirror) and its package lists, fetched once per $MMSB_HOME.
+APT_DIR="$MMSB_HOME/apt"
+APT_OPTS=(-oDir::Etc::SourceList="$APT_DIR/sources.list" -oDir::Etc::SourceParts=/dev/null
+          -oDir::State::Lists="$APT_DIR/lists" -oAPT::Default-Release=bookworm -oAPT::Sandbox::User=root)
+private_apt_update() {
+    [ -f "$APT_DIR/updated" ] && return 0
+    mkdir -p "$APT_DIR/lists/partial"
+    # The machine's own Debian mirror (first '.../debian' URI in its apt sources).
+    local mirror
+    mirror=${MMSB_DEBIAN_MIRROR:-$({ cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
+                                         /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
+        | awk '!m { for (i = 1; i <= NF; i++) if ($i ~ /^https?:\/\/.*\/debian\/?$/) { m = $i; break } }
+               END { print m }')}
+    mirror=${mirror:-http://deb.debian.org/debian}
+    cat > "$APT_DIR/sources.list" <<SRC
+deb $mirror bookworm main
+deb $mirror bookworm-updates main
+deb $mirror bullseye main
+SRC
+    apt-get "${APT_OPTS[@]}" update -qq
+    touch "$APT_DIR/updated"
+}
+
 # ---- 1. Julia ---------------------------------------------------------------
 JULIA_BIN="" ; JULIA_ENV=""
 if command -v julia >/dev/null 2>&1 && julia_works "$(command -v julia)"; then
@@ -47,31 +71,16 @@ else
     julia_status=$(dpkg-query -W -f='${Status}' julia 2>/dev/null || true)
     if [[ "$julia_status" != *"ok installed"* ]]; then
         log "installing Julia 1.5.3 from Debian 11 packages (private apt source list)"
-        APT_DIR="$MMSB_HOME/apt"; mkdir -p "$APT_DIR/lists/partial"
-        # The machine's own Debian mirror (first '.../debian' URI in its apt sources).
-        MIRROR=${MMSB_DEBIAN_MIRROR:-$({ cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources \
-                                             /etc/apt/sources.list.d/*.list 2>/dev/null || true; } \
-            | awk '!m { for (i = 1; i <= NF; i++) if ($i ~ /^https?:\/\/.*\/debian\/?$/) { m = $i; break } }
-                   END { print m }')}
-        MIRROR=${MIRROR:-http://deb.debian.org/debian}
-        cat > "$APT_DIR/sources.list" <<SRC
-deb $MIRROR bookworm main
-deb $MIRROR bookworm-updates main
-deb $MIRROR bullseye main
-SRC
-        APT_OPTS=(-oDir::Etc::SourceList="$APT_DIR/sources.list" -oDir::Etc::SourceParts=/dev/null
-                  -oDir::State::Lists="$APT_DIR/lists" -oAPT::Default-Release=bookworm -oAPT::Sandbox::User=root)
-        apt-get "${APT_OPTS[@]}" update -qq
+        private_apt_update
         # julia exists only in bullseye; everything it needs is satisfied by bookworm.
         DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -qq --no-install-recommends julia/bullseye
     fi
     UNW="$MMSB_HOME/libunwind"
     if [ ! -e "$UNW/usr/lib/x86_64-linux-gnu/libunwind.so.8" ]; then
         log "unpacking bullseye libunwind8 (1.3.2) privately"
-        APT_DIR="$MMSB_HOME/apt"
+        private_apt_update   # also when julia was already installed (a fresh $MMSB_HOME)
         tmp=$(mktemp -d)
-        (cd "$tmp" && apt-get -oDir::Etc::SourceList="$APT_DIR/sources.list" -oDir::Etc::SourceParts=/dev/null \
-             -oDir::State::Lists="$APT_DIR/lists" -oAPT::Sandbox::User=root download -qq libunwind8/bullseye)
+        (cd "$tmp" && apt-get "${APT_OPTS[@]}" download -qq libunwind8/bullseye)
         mkdir -p "$UNW" && dpkg-deb -x "$tmp"/libunwind8_*.deb "$UNW"
         rm -rf "$tmp"
     fi
