@@ -269,8 +269,16 @@ impl MemLog {
         if !overlap {
             // Each page's records are all in one lane: lane after lane.
             for (i, l) in lanes.iter().enumerate() {
+                let (b, u, c) = ((base[i] as u64) << OFF_BITS, upto[i], ((cur as u64) << OFF_BITS) + copy_at[i] as u64);
+                self.locs.extend(l.recs.iter().map(|r| {
+                    let (ci, at) = unpack(r.loc);
+                    if ci < u {
+                        b + r.loc
+                    } else {
+                        c + at as u64
+                    }
+                }));
                 for r in &l.recs {
-                    self.locs.push(place(i, r));
                     on_frame(r.len as usize);
                 }
             }
@@ -405,6 +413,11 @@ impl LaneLog {
 
     pub fn is_empty(&self) -> bool {
         self.recs.is_empty()
+    }
+
+    /// Records waiting.
+    pub fn len(&self) -> usize {
+        self.recs.len()
     }
 
     /// Whether a drain adopts the last chunk too (at least half used).

@@ -316,6 +316,7 @@ impl TLog {
         let Backend::Memory(m) = backend else {
             return Err(Error::new(ErrorKind::Internal, "write lanes hold records but the log is not in memory"));
         };
+        offsets.reserve(lanes.iter().map(|l| l.len()).sum());
         m.drain_lanes(lanes, first, stamp, |len| {
             offsets.push(*end);
             *end += len as u64;
