@@ -41,6 +41,9 @@ function alloc_batch(op::F, ctx, n::Int) where {F}
 end
 
 function measure(c::Case; budget_s::Float64 = 1.0, min_samples::Int = 5, max_samples::Int = 10_000)
+    # Start every case from a collected heap (as BenchmarkTools' `gctrial`
+    # does), so a case does not pay for the garbage of the cases before it.
+    GC.gc()
     # warm-up: compile and settle caches
     ctx = c.prepare()
     run_batch(c.op, ctx, c.per_sample)
