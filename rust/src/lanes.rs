@@ -14,10 +14,11 @@
 //! order: a shared counter taken by every write cost 20 ns per write on two
 //! threads (a cache line bouncing between cores; README, issue 5), so ids are
 //! not taken per write, nor per thread in ranges (T4.3), which would break
-//! "ids rise along the log". The log keeps each lane's order and, for every
-//! page, its epoch order (`MemLog::drain_lanes`), so it reads exactly as if
-//! the writes had run one after another, and replaying it rebuilds the
-//! state. Readers of the log and of pages are exclusive calls, so none ever
+//! "ids rise along the log". The log keeps each lane's order (a thread always
+//! writes through the same lane) and, for every page, its epoch order
+//! (`MemLog::drain_lanes`), so it reads as if the writes had run one after
+//! another in an order consistent with every thread's and every page's, and
+//! replaying it rebuilds the state. Readers of the log and of pages are exclusive calls, so none ever
 //! sees a write that is not in the log yet.
 
 use std::time::Instant;
