@@ -231,30 +231,27 @@ impl MemLog {
         self.runs.try_reserve(1).map_err(|_| Error::new(ErrorKind::Io, "in-memory log: cannot allocate its index"))?;
         let (delta_id, timestamp) = stamp(total as u64);
         self.runs.push(Run { first_seq, n: total as u64, delta_id, timestamp });
-        // Where each lane's frames go: chunks adopted from `base[i]` on (lane
-        // chunks before `upto[i]`), the rest (its kept last chunk) copied in
-        // one piece to `copy_at[i]` in the current chunk.
-        let mut base = Vec::with_capacity(lanes.len());
-        let mut upto = Vec::with_capacity(lanes.len());
-        let mut copy_at = Vec::with_capacity(lanes.len());
+        // Where each lane's frames go, as (a loc offset for frames in its
+        // adopted chunks, how many chunks it had adopted, the loc of its copied
+        // frames): its chunks but the last are adopted (the last too when at
+        // least half used); a kept last chunk's frames are copied in one piece
+        // into the current chunk.
+        let mut shift: Vec<(u64, usize, u64)> = Vec::with_capacity(lanes.len());
         for l in lanes.iter_mut() {
             let n = if l.adopt_last() { l.chunks.len() } else { l.chunks.len() - 1 };
-            base.push(self.chunks.len());
-            upto.push(n);
+            shift.push(((self.chunks.len() as u64) << OFF_BITS, n, ((self.cur as u64) << OFF_BITS) + self.used as u64));
             self.chunks.extend(l.chunks.drain(..n));
-            copy_at.push(self.used);
             if let Some(c) = l.chunks.first().filter(|_| l.used > 0) {
                 self.chunks[self.cur][self.used..self.used + l.used].copy_from_slice(&c[..l.used]);
                 self.used += l.used;
             }
         }
-        let cur = self.cur;
-        let place = |i: usize, r: &LaneRec| {
+        let place = |(b, u, c): (u64, usize, u64), r: &LaneRec| {
             let (ci, at) = unpack(r.loc);
-            if ci < upto[i] {
-                (((base[i] + ci) as u64) << OFF_BITS) | at as u64
+            if ci < u {
+                b + r.loc
             } else {
-                ((cur as u64) << OFF_BITS) | (copy_at[i] + at) as u64
+                c + at as u64
             }
         };
         // (Lane frames keep seq, delta id and timestamp 0: see `get`.)
@@ -269,15 +266,7 @@ impl MemLog {
         if !overlap {
             // Each page's records are all in one lane: lane after lane.
             for (i, l) in lanes.iter().enumerate() {
-                let (b, u, c) = ((base[i] as u64) << OFF_BITS, upto[i], ((cur as u64) << OFF_BITS) + copy_at[i] as u64);
-                self.locs.extend(l.recs.iter().map(|r| {
-                    let (ci, at) = unpack(r.loc);
-                    if ci < u {
-                        b + r.loc
-                    } else {
-                        c + at as u64
-                    }
-                }));
+                self.locs.extend(l.recs.iter().map(|r| place(shift[i], r)));
                 for r in &l.recs {
                     on_frame(r.len as usize);
                 }
@@ -315,7 +304,7 @@ impl MemLog {
                 let r = lanes[at].recs[next[at]];
                 next[at] += 1;
                 self.epochs[r.page_id as usize] = r.base + 1;
-                self.locs.push(place(at, &r));
+                self.locs.push(place(shift[at], &r));
                 on_frame(r.len as usize);
             }
         }
