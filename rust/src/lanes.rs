@@ -25,10 +25,13 @@ use std::time::Instant;
 
 use crate::delta::{ENC_DENSE, ENC_SPARSE};
 use crate::diff;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::ids::Ids;
 use crate::page::{Page, PageData};
-use crate::state::{apply_after_diff, Stats, WriteOut, DELTA_ID_PENDING, REC_DELTA, SAMPLE_EVERY, SOURCE_API};
+use crate::state::{
+    apply_after_diff, check_write_len, fill_record, record_shape, Stats, WriteOut, DELTA_ID_PENDING, REC_DELTA, SAMPLE_EVERY,
+    SOURCE_API,
+};
 use crate::tlog::{LaneLog, RecordHeader, SharedPool, TLog};
 
 /// Most shards a state has.
@@ -74,23 +77,19 @@ pub(crate) fn drain(lanes: &mut [&mut Lane], log: &mut TLog, ids: &Ids, stats: &
 /// `lane`, apply, bump the epoch. `None` for a GPU page (the caller takes
 /// the exclusive path). Nothing changes on error.
 pub(crate) fn write_cpu(page: &mut Page, new: &[u8], lane: &mut Lane) -> Result<Option<WriteOut>> {
-    let (id, size, base) = (page.id, page.size as u64, page.epoch);
-    let PageData::Cpu(buf) = &mut page.data else { return Ok(None) };
-    if new.len() as u64 != size {
-        return Err(Error::new(
-            ErrorKind::Dimension,
-            format!("write to page {id}: {} bytes given, page size is {size}", new.len()),
-        ));
+    if matches!(page.data, PageData::Gpu(_)) {
+        return Ok(None);
     }
+    check_write_len(page, new)?;
+    let (id, base) = (page.id, page.epoch);
+    let PageData::Cpu(buf) = &mut page.data else { return Ok(None) };
     lane.writes = lane.writes.wrapping_add(1);
     let t0 = (lane.writes % SAMPLE_EVERY == 0).then(Instant::now);
     let sum = diff::diff_bitmap(buf, new, &mut lane.bitmap);
     if sum.changed == 0 {
         return Ok(Some(WriteOut { epoch: base, ..WriteOut::default() }));
     }
-    let sparse = sum.prefer_sparse(size);
-    let (mask_len, data_len) =
-        if sparse { (sum.runs as usize * 16, sum.changed as usize) } else { (lane.bitmap.len(), new.len()) };
+    let (sparse, mask_len, data_len) = record_shape(&sum, &lane.bitmap, new);
     lane.log.reserve(mask_len + data_len)?;
     // Delta id and timestamp are given when the record moves into the log.
     let header = RecordHeader {
@@ -106,14 +105,7 @@ pub(crate) fn write_cpu(page: &mut Page, new: &[u8], lane: &mut Lane) -> Result<
         mask_len: mask_len as u64,
     };
     let Lane { bitmap: bm, log: lane_log, .. } = lane;
-    lane_log.push(&header, mask_len, data_len, |m, d| {
-        if sparse {
-            diff::encode_sparse_into(bm, new, m, d);
-        } else {
-            m.copy_from_slice(bm);
-            d.copy_from_slice(new);
-        }
-    })?;
+    lane_log.push(&header, mask_len, data_len, |m, d| fill_record(sparse, bm, new, m, d))?;
     apply_after_diff(buf, new, bm, &sum, sparse);
     page.epoch = base + 1;
     lane.deltas_applied += 1;

@@ -244,13 +244,8 @@ pub(crate) fn write_core(
     log: &mut TLog,
     ids: &Ids,
 ) -> Result<Option<(u64, u64)>> {
-    let (id, size, base) = (page.id, page.size as u64, page.epoch);
-    if new.len() as u64 != size {
-        return Err(Error::new(
-            ErrorKind::Dimension,
-            format!("write to page {id}: {} bytes given, page size is {size}", new.len()),
-        ));
-    }
+    check_write_len(page, new)?;
+    let (id, base) = (page.id, page.epoch);
     let did = ids.delta.peek();
     let ts = ids.clock.now() + 1;
     let mut header = RecordHeader {
@@ -271,21 +266,18 @@ pub(crate) fn write_core(
             if sum.changed == 0 {
                 return Ok(None);
             }
-            if sum.prefer_sparse(size) {
+            let bm = &scratch.bitmap;
+            let (sparse, mask_len, data_len) = record_shape(&sum, bm, new);
+            header.encoding = if sparse { ENC_SPARSE } else { ENC_DENSE };
+            header.mask_len = mask_len as u64;
+            let seq = if sparse {
                 // Encoded straight into the log frame (no scratch copy).
-                header.encoding = ENC_SPARSE;
-                let bm = &scratch.bitmap;
-                let seq = log.append_with(header, sum.runs as usize * 16, sum.changed as usize, |m, d| {
-                    diff::encode_sparse_into(bm, new, m, d);
-                })?;
-                apply_after_diff(buf, new, bm, &sum, true);
-                seq
+                log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))?
             } else {
-                header.mask_len = scratch.bitmap.len() as u64;
-                let seq = log.append(&RecordRef { header, mask: &scratch.bitmap, data: new })?;
-                apply_after_diff(buf, new, &scratch.bitmap, &sum, false);
-                seq
-            }
+                log.append(&RecordRef { header, mask: bm, data: new })?
+            };
+            apply_after_diff(buf, new, bm, &sum, sparse);
+            seq
         }
         PageData::Gpu(dev) => {
             // The device diffs and applies in one step; the log follows.
@@ -301,6 +293,41 @@ pub(crate) fn write_core(
     ids.clock.observe(ts);
     page.epoch = base + 1;
     Ok(Some((did, seq)))
+}
+
+/// `Dimension` unless `new` has exactly the page's size.
+pub(crate) fn check_write_len(page: &Page, new: &[u8]) -> Result<()> {
+    if new.len() != page.size {
+        return Err(Error::new(
+            ErrorKind::Dimension,
+            format!("write to page {}: {} bytes given, page size is {}", page.id, new.len(), page.size),
+        ));
+    }
+    Ok(())
+}
+
+/// The delta record of a CPU write of `new` that `diff::diff_bitmap` summed
+/// up as `sum` (bitmap `bm`): sparse ranges when few bytes changed, else the
+/// dense bitmap and all of `new`. Returns (sparse, mask bytes, data bytes);
+/// [`fill_record`] writes them.
+#[inline]
+pub(crate) fn record_shape(sum: &diff::DiffSummary, bm: &[u8], new: &[u8]) -> (bool, usize, usize) {
+    if sum.prefer_sparse(new.len() as u64) {
+        (true, sum.runs as usize * 16, sum.changed as usize)
+    } else {
+        (false, bm.len(), new.len())
+    }
+}
+
+/// Writes the mask and data of the record [`record_shape`] sized.
+#[inline]
+pub(crate) fn fill_record(sparse: bool, bm: &[u8], new: &[u8], mask: &mut [u8], data: &mut [u8]) {
+    if sparse {
+        diff::encode_sparse_into(bm, new, mask, data);
+    } else {
+        mask.copy_from_slice(bm);
+        data.copy_from_slice(new);
+    }
 }
 
 /// Makes `buf` equal to `new` after `diff::diff_bitmap(buf, new, bm)`
