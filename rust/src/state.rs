@@ -850,6 +850,14 @@ fn relock<'a>(m: &'a Mutex<Lane>) -> MutexGuard<'a, Lane> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Drops a closed state's contents (a file log flushed first). Its lanes are
+/// reset by the caller: they let go of their chunks and of the log's pool.
+fn retire(inner: Option<Box<Inner>>) -> Result<()> {
+    let Some(mut i) = inner else { return Ok(()) };
+    LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
+    i.log.flush()
+}
+
 pub(crate) fn closed() -> Error {
     Error::new(ErrorKind::Closed, "the state was closed")
 }
@@ -931,9 +939,6 @@ impl State {
     /// for reuse. The caller guarantees nothing uses it any more.
     pub fn free(mut b: Box<State>) {
         b.close_owned();
-        for s in b.shards.iter_mut() {
-            *s.0.get_mut().unwrap_or_else(|e| e.into_inner()) = Lane::new(None);
-        }
         let mut shells = SHELLS.lock().unwrap_or_else(|e| e.into_inner());
         if shells.len() < KEEP_SHELLS {
             shells.push(b);
@@ -942,9 +947,9 @@ impl State {
 
     /// `close` when no other reference exists (no locking).
     fn close_owned(&mut self) {
-        if let Some(mut i) = self.inner.get_mut().take() {
-            LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
-            let _ = i.log.flush();
+        let _ = retire(self.inner.get_mut().take());
+        for s in self.shards.iter_mut() {
+            *s.0.get_mut().unwrap_or_else(|e| e.into_inner()) = Lane::new(None);
         }
     }
 
@@ -1071,17 +1076,7 @@ impl State {
         let lanes = self.lock_all();
         let mut x = Exclusive { st: self, lanes };
         // SAFETY: every shard is locked.
-        let inner = unsafe { &mut *x.st.inner.get() }.take();
-        let r = match inner {
-            Some(mut i) => {
-                LIVE_STATES.fetch_sub(1, Ordering::Relaxed);
-                let r = i.log.flush();
-                drop(i);
-                r
-            }
-            None => Ok(()),
-        };
-        // Lanes let go of their chunks and of the log's chunk pool.
+        let r = retire(unsafe { &mut *x.st.inner.get() }.take());
         for l in x.lanes.iter_mut().flatten() {
             **l = Lane::new(None);
         }
