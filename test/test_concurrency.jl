@@ -372,6 +372,25 @@ end
 
 # --- test 3 -----------------------------------------------------------------
 
+# Runs `f` on another thread while this task holds `lk`; returns the task and
+# whether it finished before `lk` was released: waited for up to 60 s when it
+# is expected to finish, else given 0.3 s to show that it waits.
+function tcon_while_locked(f, lk; expect_done::Bool)
+    lock(lk)
+    local t
+    try
+        t = Threads.@spawn f()
+        if expect_done
+            return t, timedwait(() -> istaskdone(t), 60.0) === :ok
+        else
+            sleep(0.3)
+            return t, istaskdone(t)
+        end
+    finally
+        unlock(lk)
+    end
+end
+
 @testset "concurrency: a plain write does not take the state's lock; a write whose cycle may need Julia does" begin
     st = mmsb_start()
     free = create_page(st; size = 16).id
@@ -379,18 +398,9 @@ end
     child = create_page(st; size = 16).id
     register_passthrough_recompute!(st, child, parent)
     lk = st.lock                                            # internal: the state's Julia lock
-    lock(lk)
-    t1 = t2 = nothing
-    finished1 = finished2 = false
-    try
-        t1 = Threads.@spawn update_page(st, free, fill(0x07, 16))
-        finished1 = timedwait(() -> istaskdone(t1), 60.0) === :ok
-        # no closure recompute in the state: the cycle (passthrough) runs natively
-        t2 = Threads.@spawn update_page(st, parent, fill(0x08, 16))
-        finished2 = timedwait(() -> istaskdone(t2), 60.0) === :ok
-    finally
-        unlock(lk)
-    end
+    t1, finished1 = tcon_while_locked(() -> update_page(st, free, fill(0x07, 16)), lk; expect_done = true)
+    # no closure recompute in the state: the cycle (passthrough) runs natively
+    t2, finished2 = tcon_while_locked(() -> update_page(st, parent, fill(0x08, 16)), lk; expect_done = true)
     @test finished1                                         # done while the lock was held by another task
     @test finished2
     wait(t1); wait(t2)
@@ -399,31 +409,13 @@ end
     # a closure recompute anywhere: a write that starts a cycle waits for the lock
     other = create_page(st; size = 16).id
     register_recompute!((view, page) -> read_page(view, child), st, other, [child])
-    lock(lk)
-    local t4
-    finished4 = false
-    try
-        t4 = Threads.@spawn update_page(st, parent, fill(0x0a, 16))
-        sleep(0.3)
-        finished4 = istaskdone(t4)
-    finally
-        unlock(lk)
-    end
+    t4, finished4 = tcon_while_locked(() -> update_page(st, parent, fill(0x0a, 16)), lk; expect_done = false)
     @test !finished4                                        # waited for the lock
     wait(t4)
     @test read_page(st, other) == fill(0x0a, 16) == read_page(st, child)
     # with a subscriber, a plain write needs Julia (its events) and takes the lock too
     sub = subscribe!(_ -> nothing, st, PAGE_CHANGED)
-    lock(lk)
-    local t3
-    finished3 = false
-    try
-        t3 = Threads.@spawn update_page(st, free, fill(0x09, 16))
-        sleep(0.3)
-        finished3 = istaskdone(t3)
-    finally
-        unlock(lk)
-    end
+    t3, finished3 = tcon_while_locked(() -> update_page(st, free, fill(0x09, 16)), lk; expect_done = false)
     @test !finished3
     wait(t3)
     @test read_page(st, free) == fill(0x09, 16)
