@@ -5,7 +5,11 @@
 //! channel. The writer blocks for one frame, drains everything else queued,
 //! writes the batch with one positioned write, `fdatasync`s once and
 //! publishes the last synced seq; waiters (outside the state mutex) sleep on
-//! a condvar until their seq is covered. The channel is bounded (backpressure:
+//! a condvar until their seq is covered. A sync wakes the threads whose
+//! records it covered; most of them append again at once, so the next batch
+//! waits (at most half a sync's time) until as many records as threads woken
+//! have arrived, instead of syncing whichever came first alone and making the
+//! others wait a whole extra sync. The channel is bounded (backpressure:
 //! memory stays bounded if the disk falls behind; an appender then blocks
 //! only while the writer is busy and needs no lock the appender holds).
 
@@ -13,6 +17,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
@@ -30,6 +35,8 @@ const MAX_BATCH: usize = 16 << 20;
 /// most `fdatasync`s overwrite allocated blocks and need no metadata commit
 /// (on this disk that is ~0.2 ms instead of ~2.5 ms per sync).
 const PREALLOC: u64 = 8 << 20;
+/// Longest a batch waits for the writers the last sync woke.
+const MAX_GRACE: Duration = Duration::from_millis(1);
 
 #[derive(Default)]
 struct SyncState {
@@ -45,6 +52,8 @@ struct SyncState {
     error: Option<Error>,
     /// File size the writer has preallocated up to (zeros past the log end).
     allocated: u64,
+    /// The seq each thread blocked in `wait_durable` waits for.
+    waiting: Vec<u64>,
 }
 
 /// Shared durability waiter (Send + Sync), used outside the state mutex.
@@ -65,29 +74,45 @@ impl SyncHandle {
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
         let mut st = self.lock();
         let epoch = st.epoch;
-        loop {
+        let mut registered = false;
+        let res = loop {
             if seq <= st.durable {
-                return Ok(());
+                break Ok(());
             }
             if let Some(e) = &st.error {
-                return Err(e.clone());
+                break Err(e.clone());
             }
             if seq > st.sent {
                 if seq <= st.max_durable {
-                    return Ok(());
+                    break Ok(());
                 }
-                return Err(Error::new(ErrorKind::Invalid, format!("log sequence number {seq} was never appended")));
+                break Err(Error::new(ErrorKind::Invalid, format!("log sequence number {seq} was never appended")));
             }
             if st.epoch != epoch {
-                return Ok(());
+                break Ok(());
+            }
+            if !registered {
+                st.waiting.push(seq);
+                registered = true;
             }
             st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        };
+        if registered {
+            if let Some(i) = st.waiting.iter().position(|&s| s == seq) {
+                st.waiting.swap_remove(i);
+            }
         }
+        res
     }
 
     /// Highest seq known to be on disk.
     pub fn durable_seq(&self) -> u64 {
         self.lock().durable
+    }
+
+    /// Threads blocked in `wait_durable` now.
+    pub fn waiters(&self) -> usize {
+        self.lock().waiting.len()
     }
 
     fn fail(&self, e: Error) {
@@ -211,6 +236,10 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = pool.try_send(b) {}
         }
     };
+    // records expected in the next batch (threads the last sync woke), and
+    // how long to wait for them after the first one arrives
+    let mut expect = 1usize;
+    let mut grace = Duration::ZERO;
     loop {
         let first = match next.take() {
             Some(m) => m,
@@ -219,23 +248,31 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
                 Err(_) => return, // sender dropped and queue empty
             },
         };
+        let deadline = Instant::now() + grace;
         let start = first.off;
         let mut last = first.seq;
+        let mut count = 1usize;
         batch.clear();
         batch.extend_from_slice(&first.bytes);
         recycle(first.bytes);
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(m) if m.off == start + batch.len() as u64 => {
+            let got = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) if count < expect => rx.recv_deadline(deadline).ok(),
+                Err(_) => None,
+            };
+            match got {
+                Some(m) if m.off == start + batch.len() as u64 => {
                     batch.extend_from_slice(&m.bytes);
                     last = m.seq;
+                    count += 1;
                     recycle(m.bytes);
                 }
-                Ok(m) => {
+                Some(m) => {
                     next = Some(m);
                     break;
                 }
-                Err(_) => break,
+                None => break,
             }
         }
         let allocated = {
@@ -256,17 +293,20 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
                 }
             }
         }
+        let t_sync = Instant::now();
         let res = file
             .write_all_at(&batch, start)
             .map_err(|e| io_err(&path, "write", e))
             .and_then(|_| file.sync_data().map_err(|e| io_err(&path, "fdatasync", e)));
         match res {
             Ok(()) => {
+                grace = (t_sync.elapsed() / 2).min(MAX_GRACE);
                 let mut st = h.lock();
                 if last > st.durable {
                     st.durable = last;
                 }
                 st.max_durable = st.max_durable.max(last);
+                expect = st.waiting.iter().filter(|&&s| s <= last).count().max(1);
                 drop(st);
                 h.cv.notify_all();
             }
@@ -289,3 +329,4 @@ fn preallocate(file: &File, from: u64, to: u64) -> std::io::Result<()> {
     }
     Ok(())
 }
+

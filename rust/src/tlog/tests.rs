@@ -379,6 +379,7 @@ fn group_commit_eight_threads() {
     all.sort();
     assert_eq!(all.len() as u64, 8 * per);
     let h = log.lock().unwrap().sync_handle().unwrap();
+    assert_eq!(h.waiters(), 0, "every waiter unregistered itself");
     assert_eq!(h.wait_durable(8 * per + 5).unwrap_err().kind, ErrorKind::Invalid);
     drop(log); // joins the writer thread
     h.wait_durable(8 * per).unwrap();
