@@ -1,0 +1,220 @@
+//! `include/mmsb.h` against the library, as a C compiler sees it: the header
+//! compiles as strict C99; it declares exactly the functions the library
+//! exports; every declared function links; every struct has the size and
+//! field offsets of its `#[repr(C)]` mirror; and a small C program drives a
+//! state through the header (create, write with propagation, read, log).
+
+use std::collections::BTreeSet;
+use std::mem::{offset_of, size_of};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mmsb::ffi::*;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn header() -> String {
+    std::fs::read_to_string(root().join("include/mmsb.h")).unwrap()
+}
+
+/// Names `mmsb_*` that are followed by `(` outside comments: the declared functions.
+fn declared_functions(h: &str) -> BTreeSet<String> {
+    let code = strip_comments(h);
+    let mut out = BTreeSet::new();
+    for (i, _) in code.match_indices("mmsb_") {
+        let name: String = code[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if code[i + name.len()..].starts_with('(') && !code[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+fn strip_comments(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(a) = rest.find("/*") {
+        out.push_str(&rest[..a]);
+        rest = rest[a..].find("*/").map_or("", |b| &rest[a + b + 2..]);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `extern "C" fn mmsb_*` in the Rust exports.
+fn exported_functions() -> BTreeSet<String> {
+    let src = std::fs::read_to_string(root().join("rust/src/ffi/exports.rs")).unwrap();
+    src.split("extern \"C\" fn ")
+        .skip(1)
+        .map(|s| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
+        .collect()
+}
+
+/// `typedef struct { ... } Name;` blocks: (name, field names in order).
+fn declared_structs(h: &str) -> Vec<(String, Vec<String>)> {
+    let code = strip_comments(h);
+    let mut out = Vec::new();
+    for part in code.split("typedef struct {").skip(1) {
+        let close = part.find('}').unwrap();
+        let name: String = part[close + 1..].trim_start().chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+        let mut fields = Vec::new();
+        for decl in part[..close].split(';').map(str::trim).filter(|d| !d.is_empty()) {
+            // "uint64_t a, b" / "const uint8_t *p" / "uint8_t reserved[5]": each
+            // declarator's name is its last identifier, array bounds removed
+            for piece in decl.split(',') {
+                let piece = piece.split('[').next().unwrap();
+                let name = piece.rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).find(|w| !w.is_empty()).unwrap();
+                fields.push(name.to_string());
+            }
+        }
+        out.push((name, fields));
+    }
+    out
+}
+
+/// A Rust mirror's name, size, and (field, offset) pairs.
+type Layout = (String, usize, Vec<(String, usize)>);
+
+macro_rules! layout {
+    ($($t:ident { $($f:ident),* $(,)? })*) => {
+        vec![$((stringify!($t).to_string(), size_of::<$t>(), vec![$((stringify!($f).to_string(), offset_of!($t, $f))),*])),*]
+    };
+}
+
+fn rust_layouts() -> Vec<Layout> {
+    layout! {
+        MmsbConfig { abi_version, strict_epochs, enable_gpu, durability, truncate, gpu_threshold, tlog_path, tlog_path_len, threads, reserved }
+        MmsbRecoveryInfo { records_recovered, bytes_truncated }
+        MmsbPageInfo { id, size, epoch, location, recompute, stale, reserved }
+        MmsbWriteResult { delta_id, epoch, pending_page, prop_status, reserved }
+        MmsbDeltaDesc { id, page_id, base_epoch, timestamp, source, encoding, reserved, mask, mask_len, payload, payload_len }
+        MmsbDeltaStamp { id, base_epoch, timestamp }
+        MmsbBatchResult { applied, pending_page, prop_status, reserved }
+        MmsbEdge { parent, child, kind }
+        MmsbEvent { kind, page_id, delta_id, epoch }
+        MmsbPropStep { status, reserved, page_id }
+        MmsbStats { pages, page_bytes, deltas_applied, bytes_logged, log_records, recomputes_run, recomputes_skipped, recomputes_cutoff, propagation_cycles, propagation_ns, apply_samples, apply_ns }
+        MmsbLogRecord { seq, kind, page_id, aux, delta_id, base_epoch, timestamp, source, encoding, mask_len, payload_len }
+    }
+}
+
+#[test]
+fn header_declares_exactly_the_exported_functions() {
+    let declared = declared_functions(&header());
+    let exported = exported_functions();
+    assert!(exported.len() >= 40, "found only {} exports: is the parser broken?", exported.len());
+    let missing: Vec<_> = exported.difference(&declared).collect();
+    let extra: Vec<_> = declared.difference(&exported).collect();
+    assert!(missing.is_empty(), "exported but not declared in mmsb.h: {missing:?}");
+    assert!(extra.is_empty(), "declared in mmsb.h but not exported: {extra:?}");
+}
+
+#[test]
+fn header_structs_are_the_rust_structs() {
+    let c: Vec<(String, Vec<String>)> = declared_structs(&header());
+    let r = rust_layouts();
+    let c_names: Vec<&String> = c.iter().map(|x| &x.0).collect();
+    let r_names: Vec<&String> = r.iter().map(|x| &x.0).collect();
+    assert_eq!(c_names, r_names, "struct list differs between mmsb.h and the Rust mirrors");
+    for ((name, cf), (_, _, rf)) in c.iter().zip(&r) {
+        let rf: Vec<&String> = rf.iter().map(|x| &x.0).collect();
+        assert_eq!(cf.iter().collect::<Vec<_>>(), rf, "fields of {name}");
+    }
+}
+
+/// The C program: links every declared function, prints each struct's size
+/// and field offsets, then drives a state.
+fn c_program(h: &str) -> String {
+    let mut s = String::from("#include <stddef.h>\n#include <stdio.h>\n#include <string.h>\n#include \"mmsb.h\"\n\n");
+    s += "typedef void (*fnptr)(void);\nstatic const fnptr all_functions[] = {\n";
+    for f in declared_functions(h) {
+        s += &format!("    (fnptr){f},\n");
+    }
+    s += "};\n\nstatic void layouts(void) {\n";
+    for (name, fields) in declared_structs(h) {
+        s += &format!("    printf(\"size {name} %zu\\n\", sizeof({name}));\n");
+        for f in fields {
+            s += &format!("    printf(\"field {name}.{f} %zu\\n\", offsetof({name}, {f}));\n");
+        }
+    }
+    s += r#"}
+
+#define CHECK(x) do { int32_t rc_ = (x); if (rc_ != MMSB_OK) { uint8_t m[256]; uint64_t n = mmsb_last_error_message(m, sizeof m); \
+    fprintf(stderr, "%s failed: %d %.*s\n", #x, rc_, (int)(n < sizeof m ? n : sizeof m), (const char *)m); return 1; } } while (0)
+
+int main(void) {
+    MmsbConfig cfg;
+    MmsbState *st = NULL;
+    MmsbPageInfo a, b;
+    MmsbWriteResult w;
+    MmsbLogRecord rec;
+    uint8_t bytes[64], back[64], payload[256];
+    uint64_t first = 0, next = 0, n = 0;
+    int i;
+    if (sizeof all_functions / sizeof all_functions[0] == 0) return 1;
+    layouts();
+    if (mmsb_abi_version() != MMSB_ABI_VERSION) { fprintf(stderr, "ABI %u\n", mmsb_abi_version()); return 1; }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.abi_version = MMSB_ABI_VERSION;
+    CHECK(mmsb_state_new(&cfg, &st, NULL));
+    CHECK(mmsb_page_create(st, sizeof bytes, MMSB_LOC_CPU, &a));
+    CHECK(mmsb_page_create(st, sizeof bytes, MMSB_LOC_CPU, &b));
+    CHECK(mmsb_recompute_set(st, b.id, MMSB_RECOMPUTE_PASSTHROUGH, &a.id, 1));
+    for (i = 0; i < 64; i++) bytes[i] = (uint8_t)(3 * i + 1);
+    CHECK(mmsb_page_write(st, a.id, bytes, sizeof bytes, MMSB_WRITE_PROPAGATE, &w));
+    if (w.epoch != 1 || w.delta_id == 0 || w.prop_status != 0) { fprintf(stderr, "write result\n"); return 1; }
+    CHECK(mmsb_page_read(st, b.id, back, sizeof back));
+    if (memcmp(bytes, back, sizeof back) != 0) { fprintf(stderr, "passthrough child differs\n"); return 1; }
+    if (mmsb_page_read(st, 999, back, sizeof back) != MMSB_ERR_PAGE_NOT_FOUND) { fprintf(stderr, "missing page\n"); return 1; }
+    CHECK(mmsb_tlog_len(st, &first, &next));
+    CHECK(mmsb_tlog_entry(st, next - 1, &rec, payload, sizeof payload, &n));
+    printf("log %llu records, last kind %llu page %llu\n", (unsigned long long)(next - first),
+           (unsigned long long)rec.kind, (unsigned long long)rec.page_id);
+    mmsb_state_free(st);
+    printf("ok\n");
+    return 0;
+}
+"#;
+    s
+}
+
+#[test]
+fn c_program_compiles_links_and_agrees_on_layouts() {
+    let h = header();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("use_mmsb.c");
+    std::fs::write(&src, c_program(&h)).unwrap();
+    // the cdylib cargo built for this test run, beside the test binary
+    // (target/<profile>/deps; target/<profile>/ holds it only after `cargo build`)
+    let exe = std::env::current_exe().unwrap();
+    let libdir = exe.parent().unwrap();
+    assert!(libdir.join("libmmsb.so").exists(), "no libmmsb.so in {}", libdir.display());
+    let bin = dir.path().join("use_mmsb");
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic"])
+        .arg("-I")
+        .arg(root().join("include"))
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .arg(format!("-L{}", libdir.display()))
+        .arg("-lmmsb")
+        .output()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(out.status.success(), "{cc} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    // cargo's LD_LIBRARY_PATH for tests names target/<profile>/ first, which may hold an older build
+    let run = Command::new(&bin).env("LD_LIBRARY_PATH", libdir).output().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "C program failed:\n{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.ends_with("ok\n"), "{stdout}");
+    assert!(stdout.contains(&format!("last kind {} page 2", 6)), "the passthrough's delta is the last record:\n{stdout}");
+    for (name, size, fields) in rust_layouts() {
+        assert!(stdout.contains(&format!("size {name} {size}\n")), "sizeof({name}) differs from Rust's {size}:\n{stdout}");
+        for (f, off) in fields {
+            assert!(stdout.contains(&format!("field {name}.{f} {off}\n")), "offsetof({name}, {f}) differs from Rust's {off}:\n{stdout}");
+        }
+    }
+}
