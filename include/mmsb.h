@@ -88,6 +88,10 @@ extern "C" {
                                      by mmsb_delta_stamp (restores next ids and the clock) */
 #define MMSB_REC_SNAPSHOT      8  /* aux = the checkpoint's log_seq; payload = checkpoint body:
                                      mmsb_checkpoint_load; replay replaces the whole state */
+#define MMSB_REC_CYCLE         9  /* file logs only: encoding = 1 begin / 2 end of a propagation
+                                     cycle together with the write that started it; aux = the
+                                     bracket's first record (begin) / its begin record (end).
+                                     Opening a log cuts off a bracket that has no end. */
 
 #define MMSB_WRITE_PROPAGATE 1u   /* flags: run propagation after applying            */
 #define MMSB_WRITE_PARALLEL  2u   /* flags (batch only): apply pages on worker threads */
@@ -122,7 +126,8 @@ typedef struct {
 
 typedef struct {
     uint64_t records_recovered; /* log records replayed while opening            */
-    uint64_t bytes_truncated;   /* torn tail cut off while opening (0 if none)   */
+    uint64_t bytes_truncated;   /* cut off while opening: a torn tail and an unfinished
+                                   propagation cycle (MMSB_REC_CYCLE); 0 if none  */
 } MmsbRecoveryInfo;
 
 typedef struct {

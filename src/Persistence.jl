@@ -73,8 +73,13 @@ end
 
 One log record: `seq`, `kind` (`:page_create`, `:page_delete`, `:edge_add`,
 `:edge_remove`, `:recompute_set`, `:delta`, `:delta_stamp` — an id handed out by
-`create_delta` —, `:snapshot` — a checkpoint loaded into the state), `page_id`, `aux` (size, child or recompute kind), `delta_id`, `base_epoch`, `timestamp`, `source`, `encoding`
-(`:dense`/`:sparse` for deltas), `mask` and `data` bytes.
+`create_delta` —, `:snapshot` — a checkpoint loaded into the state —,
+`:cycle` — in a file log, the bounds of a propagation cycle and the write
+that started it, `encoding` `:begin` or `:end`; recovery cuts off a cycle
+that has no end), `page_id`, `aux` (size, child, recompute kind; for
+`:cycle`, the first record of the bracket), `delta_id`, `base_epoch`,
+`timestamp`, `source`, `encoding` (`:dense`/`:sparse` for deltas), `mask`
+and `data` bytes.
 """
 struct TLogEntry
     seq::UInt64
@@ -90,7 +95,7 @@ struct TLogEntry
     data::Vector{UInt8}
 end
 
-const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp, :snapshot)
+const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp, :snapshot, :cycle)
 Base.show(io::IO, e::TLogEntry) = print(io, "TLogEntry(#", e.seq, " ", e.kind, " page=", e.page_id,
                                         e.kind === :delta ? string(" delta=", e.delta_id, " base=", e.base_epoch, " ", e.encoding) : "", ")")
 
@@ -109,7 +114,8 @@ function log_entries(h::Handle)
         hdr, payload = tlog_entry(h, seq, buf)
         kind = 1 <= hdr.kind <= length(RECORD_KINDS) ? RECORD_KINDS[hdr.kind] : Symbol("kind", hdr.kind)
         ml = Int(hdr.mask_len)
-        enc = kind === :delta ? (hdr.encoding == ENC_DENSE ? :dense : :sparse) : :none
+        enc = kind === :delta ? (hdr.encoding == ENC_DENSE ? :dense : :sparse) :
+              kind === :cycle ? (hdr.encoding == 1 ? :begin : :end) : :none
         push!(out, TLogEntry(hdr.seq, kind, hdr.page_id, hdr.aux, hdr.delta_id, hdr.base_epoch, hdr.timestamp,
                              source_symbol(hdr.source), enc, payload[1:ml], payload[ml+1:end]))
     end

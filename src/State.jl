@@ -163,6 +163,9 @@ queued_copy(q::QueuedBatch) = QueuedBatch(copy(q.deltas), q.propagate, q.paralle
         finish_write!(st, r.prop_status, r.pending_page)
         return r
     finally
+        # the last record once the cycle is driven (closure results and the
+        # cycle's end record come after the write's own), also when it threw
+        seq > 0 && (seq = last_seq_if_fsync(st, h))
         unlock(st.lock)
         if seq > 0   # also when a recompute error is on its way out
             try
@@ -225,8 +228,10 @@ end
     mmsb_start(config::MMSBConfig) -> MMSBState
 
 Start a state. With `config.tlog_path` naming an existing log, the state it
-records is recovered (replayed) before this returns; a torn last record is cut
-off and reported with a warning (see `state.recovery`).
+records is recovered (replayed) before this returns. A torn last record is cut
+off, and so is a propagation cycle a crash left unfinished together with the
+write that started it (neither was acknowledged), so that no derived page
+lags its parents; both are reported with a warning (see `state.recovery`).
 
 Throws `TLogCorruptError` (corruption before the tail), `MMSBIOError`,
 `ArgumentError`.
@@ -243,7 +248,7 @@ function mmsb_start(config::MMSBConfig)
     h, info = GC.@preserve path state_new(native_config(config), path)
     st = MMSBState(h, config, info)
     if info.bytes_truncated > 0
-        @warn "MMSB: a torn record at the end of the log was cut off during recovery" path = config.tlog_path bytes = Int(info.bytes_truncated) records_recovered = Int(info.records_recovered)
+        @warn "MMSB: unfinished records at the end of the log (a torn record, or a write whose propagation did not finish) were cut off during recovery" path = config.tlog_path bytes = Int(info.bytes_truncated) records_recovered = Int(info.records_recovered)
     end
     return st
 end

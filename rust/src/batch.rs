@@ -47,6 +47,30 @@ impl Inner {
             let threads = self.worker_threads();
             threads > 1 && groups.iter().all(|g| self.slot(g.0).is_ok_and(|s| s.page.cpu().is_some()))
         };
+        // a file log brackets the batch and its cycle (Inner::log_begin)
+        if propagate && !self.log.is_memory() && groups.iter().any(|g| self.needs_cycle(g.0)) {
+            self.log_begin()?;
+        }
+        let r = self.apply_and_propagate(ds, &order, &groups, parallel, propagate);
+        if !self.prop.active {
+            // nothing to propagate after all, or an error before the cycle:
+            // close the bracket (a running cycle closes it when it ends)
+            let closed = self.log_end();
+            if r.is_ok() {
+                closed?;
+            }
+        }
+        r
+    }
+
+    fn apply_and_propagate(
+        &mut self,
+        ds: &[DeltaIn],
+        order: &[usize],
+        groups: &[(u64, usize, usize)],
+        parallel: bool,
+        propagate: bool,
+    ) -> Result<BatchOut> {
         let mut out = BatchOut::default();
         let mut changed_pages: Vec<u64> = Vec::new();
         if parallel {
@@ -56,12 +80,12 @@ impl Inner {
             let mut frames = Vec::new();
             if self.log.is_memory() {
                 frames.reserve(order.len());
-                for &i in &order {
+                for &i in order {
                     let d = &ds[i];
                     frames.push(self.log.reserve_frame(REC_DELTA, d.mask.len(), d.payload.len())?);
                 }
             }
-            let counts = self.parallel_apply(ds, &order, &groups, threads, &mut frames)?;
+            let counts = self.parallel_apply(ds, order, groups, threads, &mut frames)?;
             for (k, &i) in order.iter().enumerate() {
                 if counts[k] > 0 {
                     match frames.get(k) {
@@ -80,9 +104,9 @@ impl Inner {
                 }
             }
         } else {
-            for &i in &order {
+            for &i in order {
                 let d = &ds[i];
-                if let Some(seq) = self.route_core(d)? {
+                if let Some(seq) = self.route_core(d, false)? {
                     self.wait_seq = seq;
                     self.after_applied(d);
                     out.applied += 1;

@@ -117,6 +117,13 @@ impl Inner {
                 self.ids.delta.observe(h.delta_id);
                 self.ids.clock.observe(h.timestamp);
             }
+            REC_CYCLE => {
+                // bounds of a propagation cycle: no state change (recovery
+                // has already cut off a cycle that did not end)
+                if h.encoding != CYCLE_BEGIN && h.encoding != CYCLE_END {
+                    return Err(corrupt(seq, format!("cycle record with bound {}", h.encoding)));
+                }
+            }
             REC_SNAPSHOT => {
                 // The whole state becomes the snapshot (closures dropped, as
                 // on the live load).

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::page::PageData;
-use crate::state::{Inner, Slot, EV_DELTA_APPLIED, EV_INVALIDATED, EV_PAGE_CHANGED, SOURCE_PROPAGATION};
+use crate::state::{Inner, Slot, CYCLE_BEGIN, CYCLE_END, EV_DELTA_APPLIED, EV_INVALIDATED, EV_PAGE_CHANGED, SOURCE_PROPAGATION};
 
 pub const RC_NONE: u8 = 0;
 pub const RC_PASSTHROUGH: u8 = 1;
@@ -62,6 +62,9 @@ pub struct PropState {
     pub stale: BTreeSet<u64>,
     /// A cycle started and has not ended.
     pub active: bool,
+    /// Seq of the current cycle's `REC_CYCLE` begin record (file logs only;
+    /// 0: none logged).
+    pub begin_seq: u64,
 }
 
 impl PropState {
@@ -94,6 +97,7 @@ fn two_mut(slots: &mut [Option<Slot>], a: u64, b: u64) -> Option<(&mut Slot, &Sl
 
 impl Inner {
     /// Starts a cycle if none is running: new generation, stale pages join.
+    /// (A file log has its begin record already: see [`Inner::log_begin`].)
     pub(crate) fn cycle_begin(&mut self) {
         if self.prop.active {
             return;
@@ -114,11 +118,37 @@ impl Inner {
         }
     }
 
-    fn cycle_end(&mut self) {
+    /// A file log brackets each propagation cycle, together with the
+    /// operation that started it, by `REC_CYCLE` begin and end records, so
+    /// that recovery can cut off a cycle a crash left unfinished (its write
+    /// was never acknowledged) instead of leaving children behind their
+    /// parents. This logs the begin record (no-op on a memory log, or if one
+    /// is open); writes log theirs in `write_core`/`route_core`, right
+    /// before the delta, once they know it changes something.
+    pub(crate) fn log_begin(&mut self) -> Result<()> {
+        if !self.log.is_memory() && self.prop.begin_seq == 0 {
+            self.prop.begin_seq = self.append(crate::state::cycle_record(CYCLE_BEGIN, self.log.next_seq()), &[], &[])?;
+        }
+        Ok(())
+    }
+
+    /// Logs the end record of an open bracket (no-op if none).
+    pub(crate) fn log_end(&mut self) -> Result<()> {
+        let begin = std::mem::take(&mut self.prop.begin_seq);
+        if begin != 0 {
+            self.append(crate::state::cycle_record(CYCLE_END, begin), &[], &[])?;
+        }
+        Ok(())
+    }
+
+    /// Ends the cycle; a file log gets the `REC_CYCLE` end record (the last
+    /// record a durable write waits for).
+    fn cycle_end(&mut self) -> Result<()> {
         self.prop.active = false;
         self.prop.heap.clear();
         self.prop.pending = None;
         self.stats.propagation_cycles += 1;
+        self.log_end()
     }
 
     #[inline]
@@ -162,6 +192,7 @@ impl Inner {
         for &id in ids {
             self.slot(id)?;
         }
+        self.log_begin()?;
         self.cycle_begin();
         for &id in ids {
             if mode == ENQUEUE_SELF {
@@ -199,7 +230,7 @@ impl Inner {
             // is stale and retried by the next cycle.
             let _ = e;
             self.mark_queued_stale(None);
-            self.cycle_end();
+            let _ = self.cycle_end(); // the hop's error is the one to report
         }
         r
     }
@@ -317,7 +348,7 @@ impl Inner {
                 None => self.stats.recomputes_cutoff += 1,
             }
         }
-        self.cycle_end();
+        self.cycle_end()?;
         Ok(PropStep::default())
     }
 
@@ -340,12 +371,12 @@ impl Inner {
             ));
         }
         let r = match &p.page.data {
-            PageData::Cpu(src) => crate::state::write_core(&mut c.page, src, SOURCE_PROPAGATION, scratch, log, ids)?,
+            PageData::Cpu(src) => crate::state::write_core(&mut c.page, src, SOURCE_PROPAGATION, scratch, log, ids, None)?,
             PageData::Gpu(_) => {
                 let mut host = std::mem::take(&mut scratch.host);
                 host.resize(p.page.size, 0);
                 let r = p.page.read(&mut host).and_then(|_| {
-                    crate::state::write_core(&mut c.page, &host, SOURCE_PROPAGATION, scratch, log, ids)
+                    crate::state::write_core(&mut c.page, &host, SOURCE_PROPAGATION, scratch, log, ids, None)
                 });
                 scratch.host = host;
                 r?
@@ -378,7 +409,7 @@ impl Inner {
                     format!("recompute of page {page} returned {} bytes, page size is {}", bytes.len(), s.page.size),
                 ));
             }
-            crate::state::write_core(&mut s.page, bytes, SOURCE_PROPAGATION, scratch, log, ids)?
+            crate::state::write_core(&mut s.page, bytes, SOURCE_PROPAGATION, scratch, log, ids, None)?
         };
         self.prop.pending = None;
         self.stats.recomputes_run += 1;
@@ -409,7 +440,6 @@ impl Inner {
             });
         }
         self.mark_queued_stale(Some(page));
-        self.cycle_end();
-        Ok(())
+        self.cycle_end()
     }
 }

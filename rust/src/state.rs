@@ -48,6 +48,7 @@ pub const REC_DELTA_STAMP: u8 = 7;
 /// A checkpoint loaded into the state (`checkpoint_load`): the payload is the
 /// checkpoint body; replaying it replaces the whole state by that snapshot.
 pub const REC_SNAPSHOT: u8 = 8;
+pub use crate::tlog::{CYCLE_BEGIN, CYCLE_END, REC_CYCLE};
 
 pub const WRITE_PROPAGATE: u32 = 1;
 pub const WRITE_PARALLEL: u32 = 2;
@@ -236,6 +237,10 @@ pub(crate) fn not_found(id: u64) -> Error {
 /// delta (sparse or dense by density) and applies it; the epoch rises by
 /// one. Returns `(delta id, log seq)`, or `None` when nothing changed.
 /// Nothing changes on error (CPU pages).
+/// `begin`: the write may start a propagation cycle in a file log; if it
+/// changes anything, a `REC_CYCLE` begin record goes right before its delta
+/// and its seq into `*begin` (see `Inner::log_begin`).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_core(
     page: &mut Page,
     new: &[u8],
@@ -243,6 +248,7 @@ pub(crate) fn write_core(
     scratch: &mut Scratch,
     log: &mut TLog,
     ids: &Ids,
+    begin: Option<&mut u64>,
 ) -> Result<Option<(u64, u64)>> {
     check_write_len(page, new)?;
     let (id, base) = (page.id, page.epoch);
@@ -270,12 +276,14 @@ pub(crate) fn write_core(
             let (sparse, mask_len, data_len) = record_shape(&sum, bm, new);
             header.encoding = if sparse { ENC_SPARSE } else { ENC_DENSE };
             header.mask_len = mask_len as u64;
-            let seq = if sparse {
-                // Encoded straight into the log frame (no scratch copy).
-                log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))?
-            } else {
-                log.append(&RecordRef { header, mask: bm, data: new })?
-            };
+            let seq = bracketed(log, begin, |log| {
+                if sparse {
+                    // Encoded straight into the log frame (no scratch copy).
+                    log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))
+                } else {
+                    log.append(&RecordRef { header, mask: bm, data: new })
+                }
+            })?;
             apply_after_diff(buf, new, bm, &sum, sparse);
             seq
         }
@@ -286,13 +294,38 @@ pub(crate) fn write_core(
                 return Ok(None);
             }
             header.mask_len = scratch.bitmap.len() as u64;
-            log.append(&RecordRef { header, mask: &scratch.bitmap, data: new })?
+            bracketed(log, begin, |log| log.append(&RecordRef { header, mask: &scratch.bitmap, data: new }))?
         }
     };
     ids.delta.commit(did);
     ids.clock.observe(ts);
     page.epoch = base + 1;
     Ok(Some((did, seq)))
+}
+
+/// A `REC_CYCLE` record (`bound` = `CYCLE_BEGIN` or `CYCLE_END`).
+pub(crate) fn cycle_record(bound: u8, aux: u64) -> RecordHeader {
+    RecordHeader { kind: REC_CYCLE, aux, encoding: bound, ..RecordHeader::default() }
+}
+
+/// Runs `append` (a write's delta), preceded by a cycle begin record when
+/// `begin` is given (its seq goes there). If the delta cannot be appended
+/// after the begin record, an end record closes it again (best effort: the
+/// log is failing), so the open bracket cannot swallow later records.
+#[inline]
+fn bracketed(log: &mut TLog, begin: Option<&mut u64>, append: impl FnOnce(&mut TLog) -> Result<u64>) -> Result<u64> {
+    let Some(b) = begin else { return append(log) };
+    let at = log.append(&RecordRef { header: cycle_record(CYCLE_BEGIN, log.next_seq()), mask: &[], data: &[] })?;
+    match append(log) {
+        Ok(seq) => {
+            *b = at;
+            Ok(seq)
+        }
+        Err(e) => {
+            let _ = log.append(&RecordRef { header: cycle_record(CYCLE_END, at), mask: &[], data: &[] });
+            Err(e)
+        }
+    }
 }
 
 /// `Dimension` unless `new` has exactly the page's size.
@@ -414,7 +447,7 @@ impl Inner {
         Ok(seq)
     }
 
-    fn header(kind: u8, page_id: u64, aux: u64, encoding: u8) -> RecordHeader {
+    pub(crate) fn header(kind: u8, page_id: u64, aux: u64, encoding: u8) -> RecordHeader {
         RecordHeader { kind, page_id, aux, encoding, ..RecordHeader::default() }
     }
 
@@ -542,13 +575,14 @@ impl Inner {
         }
         self.writes = self.writes.wrapping_add(1);
         let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
+        let bracket = propagate && !self.log.is_memory() && self.needs_cycle(id);
         let r = {
-            let Inner { slots, scratch, log, ids, .. } = self;
+            let Inner { slots, scratch, log, ids, prop, .. } = self;
             let s = match slots.get_mut(id as usize) {
                 Some(Some(s)) => s,
                 _ => return Err(not_found(id)),
             };
-            write_core(&mut s.page, bytes, SOURCE_API, scratch, log, ids)?
+            write_core(&mut s.page, bytes, SOURCE_API, scratch, log, ids, bracket.then_some(&mut prop.begin_seq))?
         };
         if let Some(t0) = t0 {
             self.stats.apply_samples += 1;
@@ -613,8 +647,10 @@ impl Inner {
     }
 
     /// Logs and applies one validated delta; `None` if it changed nothing.
-    pub(crate) fn route_core(&mut self, d: &DeltaIn) -> Result<Option<u64>> {
-        let Inner { slots, log, .. } = self;
+    /// `bracket`: it may start a propagation cycle (see `write_core`).
+    pub(crate) fn route_core(&mut self, d: &DeltaIn, bracket: bool) -> Result<Option<u64>> {
+        let Inner { slots, log, prop, .. } = self;
+        let begin = bracket.then_some(&mut prop.begin_seq);
         let s = match slots.get_mut(d.page_id as usize) {
             Some(Some(s)) => s,
             _ => return Err(not_found(d.page_id)),
@@ -625,14 +661,14 @@ impl Inner {
             if !delta::changes_any(d.encoding, buf, d.mask, d.payload) {
                 return Ok(None);
             }
-            let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload })?;
+            let seq = bracketed(log, begin, |log| log.append(&RecordRef { header, mask: d.mask, data: d.payload }))?;
             delta::apply(d.encoding, buf, d.mask, d.payload);
             seq
         } else {
             if s.page.apply(d.encoding, d.mask, d.payload)? == 0 {
                 return Ok(None);
             }
-            log.append(&RecordRef { header, mask: d.mask, data: d.payload })?
+            bracketed(log, begin, |log| log.append(&RecordRef { header, mask: d.mask, data: d.payload }))?
         };
         s.page.epoch = base + 1;
         self.ids.clock.observe(d.timestamp);
@@ -648,7 +684,8 @@ impl Inner {
         self.validate_delta(d)?;
         self.writes = self.writes.wrapping_add(1);
         let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
-        let r = self.route_core(d)?;
+        let bracket = propagate && !self.log.is_memory() && self.needs_cycle(d.page_id);
+        let r = self.route_core(d, bracket)?;
         if let Some(t0) = t0 {
             self.stats.apply_samples += 1;
             self.stats.apply_ns += t0.elapsed().as_nanos() as u64;

@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::frame::{self, Bad, FRAME_HDR, MIN_LEN};
-use super::{crc, Record, RecordRef};
+use super::{crc, Record, RecordRef, CYCLE_BEGIN, CYCLE_END, REC_CYCLE};
 use crate::error::{Error, ErrorKind, Result};
 
 pub const MAGIC: [u8; 8] = *b"MMSBTLOG";
@@ -108,6 +108,34 @@ pub fn scan(buf: &[u8], path: &str) -> Result<Scan> {
     Ok(Scan { offsets, records, end: off as u64, zero_tail })
 }
 
+/// Index of the first record of the last propagation cycle if it began and
+/// did not end (a crash in its middle: its records, and the write that
+/// started it, were never acknowledged); `None` if every cycle ended. A
+/// cycle record with impossible fields: `TLogCorrupt` at its offset.
+fn unfinished_cycle(records: &[Record], offsets: &[u64], path: &str) -> Result<Option<usize>> {
+    let mut open = None;
+    for (i, r) in records.iter().enumerate() {
+        let h = &r.header;
+        if h.kind != REC_CYCLE {
+            continue;
+        }
+        let ok = match h.encoding {
+            CYCLE_BEGIN => h.aux >= 1 && h.aux <= h.seq,
+            CYCLE_END => h.aux >= 1 && h.aux < h.seq,
+            _ => false,
+        };
+        if !ok {
+            return Err(frame::corrupt(path, offsets[i], &format!("record {} marks a propagation cycle with impossible fields", h.seq)));
+        }
+        if h.encoding == CYCLE_END {
+            open = None;
+        } else if open.is_none() {
+            open = Some((h.aux - 1) as usize);
+        }
+    }
+    Ok(open)
+}
+
 /// fsync the directory holding `path` (after creating or renaming a file in it).
 pub fn sync_dir(path: &Path) -> std::io::Result<()> {
     let dir = match path.parent() {
@@ -136,17 +164,23 @@ pub fn open_file(path: &Path, truncate: bool) -> Result<(File, Scan, u64)> {
     }
     let mut buf = vec![0u8; usize::try_from(len).map_err(|_| Error::new(ErrorKind::Io, format!("transaction log {p}: too large")))?];
     file.read_exact_at(&mut buf, 0).map_err(|e| io_err(&p, "read", e))?;
-    let scan = scan(&buf, &p)?;
+    let mut scan = scan(&buf, &p)?;
     drop(buf);
-    let cut = len - scan.end;
-    if cut > 0 {
+    let valid_end = scan.end;
+    if let Some(k) = unfinished_cycle(&scan.records, &scan.offsets, &p)? {
+        scan.end = scan.offsets[k];
+        scan.offsets.truncate(k);
+        scan.records.truncate(k);
+    }
+    if len > scan.end {
         file.set_len(scan.end).map_err(|e| io_err(&p, "cut torn tail", e))?;
         file.sync_all().map_err(|e| io_err(&p, "sync", e))?;
     }
     // zeros at a frame boundary are preallocated space (an Fsync log that was
     // not closed), not a torn record: cut, but not reported
-    let reported = if scan.zero_tail { 0 } else { cut };
-    Ok((file, scan, reported))
+    let torn = if scan.zero_tail { 0 } else { len - valid_end };
+    let unfinished = valid_end - scan.end;
+    Ok((file, scan, torn + unfinished))
 }
 
 /// Reads the frame at `[a, b)` from the file and decodes it.

@@ -7,7 +7,7 @@
 //!   0     4  len        bytes after the crc field (= 64 + payload length)
 //!   4     4  crc        CRC32C over bytes [8, 8 + len)
 //!   8     8  seq        1-based, dense
-//!  16     1  kind       MMSB_REC_* (1..=8)
+//!  16     1  kind       MMSB_REC_* (1..=9)
 //!  17     1  source     MMSB_SOURCE_*
 //!  18     1  encoding   MMSB_ENC_* / location / edge kind
 //!  19     5  reserved   zero
@@ -29,8 +29,8 @@ pub const FRAME_HDR: usize = 72;
 pub const MIN_LEN: u32 = (FRAME_HDR - 8) as u32;
 /// Largest payload a frame may carry (the `len` field is a u32).
 pub const MAX_PAYLOAD: u64 = (u32::MAX - MIN_LEN) as u64;
-/// Highest record kind (MMSB_REC_SNAPSHOT).
-pub const MAX_KIND: u8 = 8;
+/// Highest record kind (MMSB_REC_CYCLE).
+pub const MAX_KIND: u8 = super::REC_CYCLE;
 
 /// Checks the kind and the payload size of a record with a `mask_len` +
 /// `data_len` byte payload; returns the payload length.
@@ -48,10 +48,10 @@ fn check_payload(kind: u8, mask_len: usize, data_len: usize) -> Result<u64> {
     }
 }
 
-/// Writes the frame header of `h` (sequence number `seq`, payload `mask_len`
-/// + `data_len` bytes) into `b` with a zero CRC field: the memory log's
-/// frames, which cannot tear, carry no CRC. Invalid kind or size: `Err`,
-/// `b` untouched.
+/// Writes the frame header of `h` (sequence number `seq`, a payload of
+/// `mask_len` plus `data_len` bytes) into `b` with a zero CRC field: the
+/// memory log's frames, which cannot tear, carry no CRC. Invalid kind or
+/// size: `Err`, `b` untouched.
 #[inline]
 pub fn write_header(b: &mut [u8; FRAME_HDR], seq: u64, h: &RecordHeader, mask_len: usize, data_len: usize) -> Result<()> {
     let payload = check_payload(h.kind, mask_len, data_len)?;

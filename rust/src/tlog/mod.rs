@@ -18,6 +18,17 @@ pub use crc::crc32c;
 pub use memory::{LaneLog, SharedPool};
 pub use sync::SyncHandle;
 
+/// Record kind of a propagation cycle's bounds in a file log
+/// (`MMSB_REC_CYCLE`; the other kinds are in `state.rs`): `encoding` is
+/// [`CYCLE_BEGIN`] or [`CYCLE_END`]. A begin's `aux` is the seq of the first
+/// record of the operation that started the cycle (the write whose change
+/// it propagates, or the begin itself); an end's `aux` is its begin's seq.
+/// Opening a log cuts off a cycle that has a begin and no end (see
+/// `file::open_file`).
+pub const REC_CYCLE: u8 = 9;
+pub const CYCLE_BEGIN: u8 = 1;
+pub const CYCLE_END: u8 = 2;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -71,7 +82,8 @@ pub struct Record {
 pub struct RecoveryReport {
     /// Valid records recovered.
     pub records: u64,
-    /// Bytes of a torn tail cut off the file (0 if none).
+    /// Bytes cut off the end of the file: a torn tail, and the records of a
+    /// propagation cycle that began and did not end (0 if none).
     pub bytes_truncated: u64,
 }
 

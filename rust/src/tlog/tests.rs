@@ -89,7 +89,7 @@ fn append_rejects_bad_kind_and_changes_nothing() {
             Durability::None => TLog::memory(),
             _ => TLog::open(&dir.path().join("l"), d, false).unwrap().0,
         };
-        for kind in [0u8, 9, 255] {
+        for kind in [0u8, 10, 255] {
             let e = log.append(&RecordRef { header: hdr(kind, 1), mask: &[], data: &[] }).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Invalid);
         }
@@ -412,4 +412,33 @@ fn fsync_log_image_with_preallocation_recovers() {
     let (_, recs, rep) = TLog::open(&copy, Durability::Fsync, false).unwrap();
     assert_eq!(recs, want);
     assert_eq!(rep.bytes_truncated, 0);
+}
+
+/// Cycle records whose fields cannot be (a bound other than begin/end, a
+/// begin naming a later record, an end naming itself): `TLogCorrupt` at
+/// their offset, never a silent cut.
+#[test]
+fn impossible_cycle_records_are_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l");
+    for (bound, aux) in [(0u8, 1u64), (3, 1), (super::CYCLE_BEGIN, 0), (super::CYCLE_BEGIN, 3), (super::CYCLE_END, 2), (super::CYCLE_END, 0)] {
+        let (mut log, _, _) = TLog::open(&path, Durability::Buffered, true).unwrap();
+        log.append(&RecordRef { header: hdr(1, 1), mask: &[], data: &[] }).unwrap();
+        let h = RecordHeader { kind: super::REC_CYCLE, aux, encoding: bound, ..RecordHeader::default() };
+        log.append(&RecordRef { header: h, mask: &[], data: &[] }).unwrap();
+        drop(log);
+        let e = TLog::open(&path, Durability::Buffered, false).err().unwrap();
+        assert_eq!(e.kind, ErrorKind::TLogCorrupt, "bound {bound} aux {aux}: {}", e.msg);
+        assert!(e.msg.contains("record 2 marks a propagation cycle"), "{}", e.msg);
+    }
+    // a begin with no end: cut from the record it names; a closed one: kept
+    let (mut log, _, _) = TLog::open(&path, Durability::Buffered, true).unwrap();
+    for (kind, aux, enc) in [(1u8, 0u64, 0u8), (6, 0, 0), (super::REC_CYCLE, 2, super::CYCLE_BEGIN), (6, 0, 0), (super::REC_CYCLE, 3, super::CYCLE_END), (1, 0, 0), (super::REC_CYCLE, 7, super::CYCLE_BEGIN), (6, 0, 0)] {
+        let h = RecordHeader { kind, aux, encoding: enc, page_id: 1, ..RecordHeader::default() };
+        log.append(&RecordRef { header: h, mask: &[], data: &[] }).unwrap();
+    }
+    drop(log);
+    let (_, recs, rep) = TLog::open(&path, Durability::Buffered, false).unwrap();
+    assert_eq!(recs.len(), 6, "records 7 and 8 (an unfinished cycle) are cut off");
+    assert_eq!(rep.bytes_truncated, 2 * 72);
 }
