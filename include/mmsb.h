@@ -88,9 +88,10 @@ extern "C" {
                                      by mmsb_delta_stamp (restores next ids and the clock) */
 #define MMSB_REC_SNAPSHOT      8  /* aux = the checkpoint's log_seq; payload = checkpoint body:
                                      mmsb_checkpoint_load; replay replaces the whole state */
-#define MMSB_REC_CYCLE         9  /* file logs only: encoding = 1 begin / 2 end of a propagation
-                                     cycle together with the write that started it; aux = the
-                                     bracket's first record (begin) / its begin record (end).
+#define MMSB_REC_CYCLE         9  /* file logs of states with no closure recompute only:
+                                     encoding = 1 begin / 2 end of a propagation cycle together
+                                     with the write that started it, both logged in one call;
+                                     aux = its own seq (begin) / its begin's seq (end).
                                      Opening a log cuts off a bracket that has no end. */
 
 #define MMSB_WRITE_PROPAGATE 1u   /* flags: run propagation after applying            */

@@ -152,8 +152,12 @@ end
         try
             prop_submit(h, pending, bytes)
         catch e
+            # end the cycle either way, so that nothing stays pending
+            try
+                prop_fail(h, pending)
+            catch
+            end
             e isa DimensionMismatch || rethrow()
-            prop_fail(h, pending)
             return RecomputeError(pending, e)
         end
         step = prop_run(h)

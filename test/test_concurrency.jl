@@ -716,6 +716,11 @@ end
         end
         k
     end
+    # snapshots only count while the writer writes: wait for its first write
+    t0 = time()
+    while page_epoch(st, p) == 0 && time() - t0 < 60
+        yield()
+    end
     torn = 0
     for _ in 1:3000
         s = canonical_snapshot(st)

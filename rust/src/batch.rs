@@ -48,7 +48,7 @@ impl Inner {
             threads > 1 && groups.iter().all(|g| self.slot(g.0).is_ok_and(|s| s.page.cpu().is_some()))
         };
         // a file log brackets the batch and its cycle (Inner::log_begin)
-        if propagate && !self.log.is_memory() && groups.iter().any(|g| self.needs_cycle(g.0)) {
+        if propagate && self.brackets() && groups.iter().any(|g| self.needs_cycle(g.0)) {
             self.log_begin()?;
         }
         let r = self.apply_and_propagate(ds, &order, &groups, parallel, propagate);

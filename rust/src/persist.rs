@@ -282,14 +282,24 @@ impl Inner {
         }
         let start = if self.snapshot_seq > 0 && self.snapshot_seq <= upto { self.snapshot_seq } else { 1 };
         let mut fresh = self.scratch_inner();
+        let mut open = 0; // a cycle bracket open at `upto`
         for seq in start..=upto {
             let r = self.log.get(seq)?;
             fresh.apply_record(&r, true)?;
+            if r.header.kind == REC_CYCLE {
+                open = if r.header.encoding == CYCLE_BEGIN { seq } else { 0 };
+            }
         }
         self.log.truncate_after(upto)?;
         let snapshot_seq = fresh.snapshot_seq;
         self.take_core(fresh);
         self.snapshot_seq = snapshot_seq;
+        if open != 0 {
+            // rolled back into the middle of a cycle: close its bracket, or
+            // reopening the log would cut off the state just replayed
+            self.prop.begin_seq = open;
+            self.log_end()?;
+        }
         Ok(())
     }
 
@@ -303,6 +313,9 @@ impl Inner {
         let start = self.snapshot_seq.max(1);
         for seq in start..self.log.next_seq() {
             let r = self.log.get(seq)?;
+            if r.header.kind == REC_CYCLE {
+                continue; // the new state's log is in memory: no brackets
+            }
             if r.header.kind == REC_DELTA {
                 match fresh.slot(r.header.page_id) {
                     Ok(s) if s.page.epoch >= epoch => continue,

@@ -118,25 +118,38 @@ impl Inner {
         }
     }
 
-    /// A file log brackets each propagation cycle, together with the
-    /// operation that started it, by `REC_CYCLE` begin and end records, so
-    /// that recovery can cut off a cycle a crash left unfinished (its write
-    /// was never acknowledged) instead of leaving children behind their
-    /// parents. This logs the begin record (no-op on a memory log, or if one
-    /// is open); writes log theirs in `write_core`/`route_core`, right
+    /// Whether a cycle started now gets a `REC_CYCLE` bracket: a file log
+    /// brackets each propagation cycle, together with the write that started
+    /// it, so that recovery can cut off a cycle a crash left unfinished (its
+    /// write was never acknowledged) instead of leaving children behind their
+    /// parents. Only cycles that run inside one call are bracketed: with no
+    /// closure recompute in the state, nothing can pause a cycle, so no
+    /// other operation's record can land inside a bracket (and be cut with
+    /// it). Writes log their begin record in `write_core`/`route_core`, right
     /// before the delta, once they know it changes something.
+    #[inline]
+    pub(crate) fn brackets(&self) -> bool {
+        self.closures == 0 && !self.log.is_memory()
+    }
+
+    /// Logs a begin record if cycles are bracketed and none is open.
     pub(crate) fn log_begin(&mut self) -> Result<()> {
-        if !self.log.is_memory() && self.prop.begin_seq == 0 {
+        if self.brackets() && self.prop.begin_seq == 0 {
             self.prop.begin_seq = self.append(crate::state::cycle_record(CYCLE_BEGIN, self.log.next_seq()), &[], &[])?;
         }
         Ok(())
     }
 
-    /// Logs the end record of an open bracket (no-op if none).
+    /// Logs the end record of an open bracket (no-op if none). If it cannot
+    /// be written, the log takes no more records (`TLog::poison`): a record
+    /// after an open bracket would be cut off with it at recovery.
     pub(crate) fn log_end(&mut self) -> Result<()> {
         let begin = std::mem::take(&mut self.prop.begin_seq);
         if begin != 0 {
-            self.append(crate::state::cycle_record(CYCLE_END, begin), &[], &[])?;
+            if let Err(e) = self.append(crate::state::cycle_record(CYCLE_END, begin), &[], &[]) {
+                self.log.poison(&e);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -192,7 +205,6 @@ impl Inner {
         for &id in ids {
             self.slot(id)?;
         }
-        self.log_begin()?;
         self.cycle_begin();
         for &id in ids {
             if mode == ENQUEUE_SELF {
@@ -222,6 +234,9 @@ impl Inner {
         if !self.prop.active {
             return Ok(PropStep::default());
         }
+        // a cycle started by prop_enqueue: bracketed from here (it runs to
+        // its end in this call); one started by a write has its begin already
+        self.log_begin()?;
         let t0 = Instant::now();
         let r = self.run_loop();
         self.stats.propagation_ns += t0.elapsed().as_nanos() as u64;

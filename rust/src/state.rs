@@ -310,8 +310,9 @@ pub(crate) fn cycle_record(bound: u8, aux: u64) -> RecordHeader {
 
 /// Runs `append` (a write's delta), preceded by a cycle begin record when
 /// `begin` is given (its seq goes there). If the delta cannot be appended
-/// after the begin record, an end record closes it again (best effort: the
-/// log is failing), so the open bracket cannot swallow later records.
+/// after the begin record, an end record closes it again, or if that fails
+/// too the log takes no more records, so the open bracket cannot swallow
+/// later ones.
 #[inline]
 fn bracketed(log: &mut TLog, begin: Option<&mut u64>, append: impl FnOnce(&mut TLog) -> Result<u64>) -> Result<u64> {
     let Some(b) = begin else { return append(log) };
@@ -322,7 +323,9 @@ fn bracketed(log: &mut TLog, begin: Option<&mut u64>, append: impl FnOnce(&mut T
             Ok(seq)
         }
         Err(e) => {
-            let _ = log.append(&RecordRef { header: cycle_record(CYCLE_END, at), mask: &[], data: &[] });
+            if log.append(&RecordRef { header: cycle_record(CYCLE_END, at), mask: &[], data: &[] }).is_err() {
+                log.poison(&e);
+            }
             Err(e)
         }
     }
@@ -575,7 +578,7 @@ impl Inner {
         }
         self.writes = self.writes.wrapping_add(1);
         let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
-        let bracket = propagate && !self.log.is_memory() && self.needs_cycle(id);
+        let bracket = propagate && self.brackets() && self.needs_cycle(id);
         let r = {
             let Inner { slots, scratch, log, ids, prop, .. } = self;
             let s = match slots.get_mut(id as usize) {
@@ -684,7 +687,7 @@ impl Inner {
         self.validate_delta(d)?;
         self.writes = self.writes.wrapping_add(1);
         let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
-        let bracket = propagate && !self.log.is_memory() && self.needs_cycle(d.page_id);
+        let bracket = propagate && self.brackets() && self.needs_cycle(d.page_id);
         let r = self.route_core(d, bracket)?;
         if let Some(t0) = t0 {
             self.stats.apply_samples += 1;

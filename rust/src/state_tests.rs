@@ -1,7 +1,7 @@
 //! Unit tests of the state, propagation, batches and replay (no FFI).
 
 use super::*;
-use crate::propagate::{ENQUEUE_SELF, RC_CLOSURE, RC_PASSTHROUGH};
+use crate::propagate::{ENQUEUE_CHILDREN, ENQUEUE_SELF, RC_CLOSURE, RC_PASSTHROUGH};
 
 fn st() -> Inner {
     Inner::new(Config::default(), TLog::memory())
@@ -845,4 +845,92 @@ fn recovery_cuts_off_an_unfinished_propagation_cycle() {
 /// (docs/tlog_format.md).
 fn file_offset(recs: &[crate::tlog::Record], seq: u64) -> u64 {
     24 + recs[..(seq - 1) as usize].iter().map(|r| 72 + r.payload.len() as u64).sum::<u64>()
+}
+
+/// The file image a crash would leave now, opened as a fresh state.
+fn crash_image(path: &std::path::Path) -> (State, crate::tlog::RecoveryReport) {
+    let crash = path.with_extension("crash");
+    std::fs::write(&crash, std::fs::read(path).unwrap()).unwrap();
+    crate::persist::open(file_cfg(&crash, Durability::Buffered, false)).unwrap()
+}
+
+/// Brackets never swallow another operation's records (review findings):
+/// rolling back into the middle of a cycle closes its bracket; a cycle that
+/// can pause for a closure is not bracketed, so a write made while it is
+/// pending survives a crash; `prop_enqueue` opens no bracket (its `prop_run`
+/// does, and runs the cycle to its end), so a write between them survives.
+#[test]
+fn brackets_never_swallow_other_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    // replay into a bracket, then an unrelated write, a clean close, a reopen
+    let path = dir.path().join("replay.tlog");
+    let (state, _) = crate::persist::open(file_cfg(&path, Durability::Buffered, true)).unwrap();
+    let x = state
+        .call(|s| {
+            let a = page(s, 8);
+            let b = page(s, 8);
+            s.recompute_set(b, RC_PASSTHROUGH, &[a])?;
+            let x = page(s, 8);
+            s.page_write(a, &[1; 8], WRITE_PROPAGATE)?;
+            let delta = (1..=s.log.len()).find(|&q| s.log.get(q).unwrap().header.kind == REC_DELTA).unwrap();
+            assert_eq!(s.log.get(delta - 1)?.header.kind, REC_CYCLE, "the write's delta is inside its bracket");
+            s.replay(delta)?;
+            assert_eq!((read(s, a), read(s, b)), (vec![1; 8], vec![0; 8]), "rolled back into the middle of the cycle");
+            s.page_write(x, &[7; 8], 0)?;
+            Ok(x)
+        })
+        .unwrap();
+    let live = state.call(|s| Ok(full(s))).unwrap();
+    drop(state);
+    let (state, rep) = crate::persist::open(file_cfg(&path, Durability::Buffered, false)).unwrap();
+    assert_eq!(rep.bytes_truncated, 0);
+    assert_eq!(state.call(|s| Ok(full(s))).unwrap(), live);
+    assert_eq!(read_state(&state, x), vec![7; 8]);
+    drop(state);
+
+    // a closure pending, another write acknowledged meanwhile, then a crash
+    let path = dir.path().join("closure.tlog");
+    let (state, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
+    let x = state
+        .call(|s| {
+            let a = page(s, 8);
+            let b = page(s, 8);
+            s.recompute_set(b, RC_CLOSURE, &[a])?;
+            let x = page(s, 8);
+            assert_eq!(s.page_write(a, &[1; 8], WRITE_PROPAGATE)?.prop_status, 1);
+            Ok(x)
+        })
+        .unwrap();
+    state.call(|s| s.page_write(x, &[7; 8], 0)).unwrap();
+    state.sync_to(state.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+    let (crashed, rep) = crash_image(&path);
+    assert_eq!(rep.bytes_truncated, 0);
+    assert_eq!(read_state(&crashed, x), vec![7; 8]);
+    assert!(crashed.call(|s| Ok((1..=s.log.len()).all(|q| s.log.get(q).unwrap().header.kind != REC_CYCLE))).unwrap());
+    drop((state, crashed));
+
+    // prop_enqueue, a write, a crash before prop_run; then prop_run brackets
+    let path = dir.path().join("enqueue.tlog");
+    let (state, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
+    let (a, b, x) = state
+        .call(|s| {
+            let a = page(s, 8);
+            let x = page(s, 8);
+            s.page_write(a, &[1; 8], 0)?;
+            let b = page(s, 8);
+            s.recompute_set(b, RC_PASSTHROUGH, &[a])?;
+            s.prop_enqueue(&[a], ENQUEUE_CHILDREN)?;
+            Ok((a, b, x))
+        })
+        .unwrap();
+    state.call(|s| s.page_write(x, &[7; 8], 0)).unwrap();
+    state.sync_to(state.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+    let (crashed, _) = crash_image(&path);
+    assert_eq!(read_state(&crashed, x), vec![7; 8]);
+    drop(crashed);
+    state.call(|s| s.prop_run().map(|_| ())).unwrap();
+    let kinds = state.call(|s| Ok((1..=s.log.len()).map(|q| s.log.get(q).unwrap().header).collect::<Vec<_>>())).unwrap();
+    let n = kinds.len();
+    assert_eq!((kinds[n - 3].kind, kinds[n - 2].page_id, kinds[n - 1].kind), (REC_CYCLE, b, REC_CYCLE));
+    assert_eq!(read_state(&state, b), read_state(&state, a));
 }

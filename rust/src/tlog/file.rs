@@ -108,32 +108,29 @@ pub fn scan(buf: &[u8], path: &str) -> Result<Scan> {
     Ok(Scan { offsets, records, end: off as u64, zero_tail })
 }
 
-/// Index of the first record of the last propagation cycle if it began and
+/// Index of the begin record of the last propagation cycle if it began and
 /// did not end (a crash in its middle: its records, and the write that
-/// started it, were never acknowledged); `None` if every cycle ended. A
-/// cycle record with impossible fields: `TLogCorrupt` at its offset.
+/// started it, were never acknowledged); `None` if every cycle ended.
+/// Brackets never nest and an end names the open begin; a cycle record that
+/// breaks this, or has impossible fields, is `TLogCorrupt` at its offset.
 fn unfinished_cycle(records: &[Record], offsets: &[u64], path: &str) -> Result<Option<usize>> {
-    let mut open = None;
+    let mut open: Option<u64> = None;
     for (i, r) in records.iter().enumerate() {
         let h = &r.header;
         if h.kind != REC_CYCLE {
             continue;
         }
-        let ok = match h.encoding {
-            CYCLE_BEGIN => h.aux >= 1 && h.aux <= h.seq,
-            CYCLE_END => h.aux >= 1 && h.aux < h.seq,
+        let ok = match (h.encoding, open) {
+            (CYCLE_BEGIN, None) => h.aux == h.seq,
+            (CYCLE_END, Some(b)) => h.aux == b,
             _ => false,
         };
         if !ok {
-            return Err(frame::corrupt(path, offsets[i], &format!("record {} marks a propagation cycle with impossible fields", h.seq)));
+            return Err(frame::corrupt(path, offsets[i], &format!("record {} marks a propagation cycle that cannot be (bound {}, aux {}, open cycle {:?})", h.seq, h.encoding, h.aux, open)));
         }
-        if h.encoding == CYCLE_END {
-            open = None;
-        } else if open.is_none() {
-            open = Some((h.aux - 1) as usize);
-        }
+        open = if h.encoding == CYCLE_BEGIN { Some(h.seq) } else { None };
     }
-    Ok(open)
+    Ok(open.map(|b| (b - 1) as usize))
 }
 
 /// fsync the directory holding `path` (after creating or renaming a file in it).

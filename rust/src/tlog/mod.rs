@@ -20,11 +20,10 @@ pub use sync::SyncHandle;
 
 /// Record kind of a propagation cycle's bounds in a file log
 /// (`MMSB_REC_CYCLE`; the other kinds are in `state.rs`): `encoding` is
-/// [`CYCLE_BEGIN`] or [`CYCLE_END`]. A begin's `aux` is the seq of the first
-/// record of the operation that started the cycle (the write whose change
-/// it propagates, or the begin itself); an end's `aux` is its begin's seq.
-/// Opening a log cuts off a cycle that has a begin and no end (see
-/// `file::open_file`).
+/// [`CYCLE_BEGIN`] or [`CYCLE_END`]. A begin's `aux` is its own seq (it
+/// comes right before the write that starts the cycle); an end's `aux` is
+/// its begin's seq. Opening a log cuts off a cycle that has a begin and no
+/// end (see `file::open_file`).
 pub const REC_CYCLE: u8 = 9;
 pub const CYCLE_BEGIN: u8 = 1;
 pub const CYCLE_END: u8 = 2;
@@ -139,12 +138,14 @@ pub struct TLog {
     start: u64,
     /// Payload buffer of `append_with` on file backends.
     tmp: Vec<u8>,
+    /// Set by [`TLog::poison`]: every later append to the file fails.
+    poisoned: Option<Error>,
 }
 
 impl TLog {
     /// An empty in-memory log.
     pub fn memory() -> TLog {
-        TLog { backend: Backend::Memory(memory::MemLog::default()), offsets: Vec::new(), end: 0, start: 0, tmp: Vec::new() }
+        TLog { backend: Backend::Memory(memory::MemLog::default()), offsets: Vec::new(), end: 0, start: 0, tmp: Vec::new(), poisoned: None }
     }
 
     /// Opens or creates a file log; validates every record. Torn tail: cut
@@ -162,7 +163,7 @@ impl TLog {
             Durability::Fsync => Backend::Fsync(sync::SyncFile::new(f, p, n, scan.end)?),
             _ => Backend::Buffered(file::BufferedFile::new(f, p, scan.end)),
         };
-        let log = TLog { backend, offsets: scan.offsets, end: scan.end, start: file::HEADER_LEN, tmp: Vec::new() };
+        let log = TLog { backend, offsets: scan.offsets, end: scan.end, start: file::HEADER_LEN, tmp: Vec::new(), poisoned: None };
         Ok((log, scan.records, RecoveryReport { records: n, bytes_truncated: cut }))
     }
 
@@ -177,6 +178,9 @@ impl TLog {
                 })?;
                 self.offsets.push(self.end);
                 self.end += n as u64;
+            }
+            Backend::Buffered(_) | Backend::Fsync(_) if self.poisoned.is_some() => {
+                return Err(self.poisoned.clone().unwrap_or_else(|| Error::new(ErrorKind::Internal, "poisoned")));
             }
             Backend::Buffered(f) => {
                 let n = f.append(seq, rec)?;
@@ -220,6 +224,17 @@ impl TLog {
         let r = self.append(&RecordRef { header, mask: &tmp[..mask_len], data: &tmp[mask_len..] });
         self.tmp = tmp;
         r
+    }
+
+    /// Makes every later append to a file log fail with `e` (an I/O error
+    /// naming the cause): used when a cycle's end record could not be
+    /// written, since a record appended after an open cycle bracket would be
+    /// cut off with it at the next recovery. Reopening the log recovers it.
+    pub fn poison(&mut self, e: &Error) {
+        if !self.is_memory() && self.poisoned.is_none() {
+            let msg = format!("the log takes no more records after an earlier write failed ({}); reopen it to recover", e.msg);
+            self.poisoned = Some(Error::new(ErrorKind::Io, msg));
+        }
     }
 
     pub fn first_seq(&self) -> u64 {
@@ -306,6 +321,7 @@ impl TLog {
         self.offsets.clear();
         self.offsets.shrink_to(1 << 16);
         self.end = self.start;
+        self.poisoned = None; // no record, so no open bracket, is left
         Ok(())
     }
 

@@ -414,31 +414,67 @@ fn fsync_log_image_with_preallocation_recovers() {
     assert_eq!(rep.bytes_truncated, 0);
 }
 
-/// Cycle records whose fields cannot be (a bound other than begin/end, a
-/// begin naming a later record, an end naming itself): `TLogCorrupt` at
-/// their offset, never a silent cut.
+/// Cycle records that cannot be (a bound other than begin/end, a begin not
+/// naming itself or inside another bracket, an end naming anything but the
+/// open begin): `TLogCorrupt` at their offset, never a silent cut.
 #[test]
 fn impossible_cycle_records_are_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("l");
-    for (bound, aux) in [(0u8, 1u64), (3, 1), (super::CYCLE_BEGIN, 0), (super::CYCLE_BEGIN, 3), (super::CYCLE_END, 2), (super::CYCLE_END, 0)] {
+    let (b, e) = (super::CYCLE_BEGIN, super::CYCLE_END);
+    let cases: [&[(u8, u64)]; 8] = [
+        &[(0, 2)],
+        &[(3, 2)],
+        &[(b, 1)],
+        &[(b, 3)],
+        &[(e, 1)],
+        &[(b, 2), (b, 3)],
+        &[(b, 2), (e, 1)],
+        &[(b, 2), (e, 2), (e, 2)],
+    ];
+    for case in cases {
         let (mut log, _, _) = TLog::open(&path, Durability::Buffered, true).unwrap();
         log.append(&RecordRef { header: hdr(1, 1), mask: &[], data: &[] }).unwrap();
-        let h = RecordHeader { kind: super::REC_CYCLE, aux, encoding: bound, ..RecordHeader::default() };
-        log.append(&RecordRef { header: h, mask: &[], data: &[] }).unwrap();
+        for &(bound, aux) in case {
+            let h = RecordHeader { kind: super::REC_CYCLE, aux, encoding: bound, ..RecordHeader::default() };
+            log.append(&RecordRef { header: h, mask: &[], data: &[] }).unwrap();
+        }
         drop(log);
-        let e = TLog::open(&path, Durability::Buffered, false).err().unwrap();
-        assert_eq!(e.kind, ErrorKind::TLogCorrupt, "bound {bound} aux {aux}: {}", e.msg);
-        assert!(e.msg.contains("record 2 marks a propagation cycle"), "{}", e.msg);
+        let err = TLog::open(&path, Durability::Buffered, false).err().unwrap();
+        assert_eq!(err.kind, ErrorKind::TLogCorrupt, "{case:?}: {}", err.msg);
+        assert!(err.msg.contains("marks a propagation cycle that cannot be"), "{}", err.msg);
     }
-    // a begin with no end: cut from the record it names; a closed one: kept
+    // a begin with no end: cut from the begin on; a closed one: kept
     let (mut log, _, _) = TLog::open(&path, Durability::Buffered, true).unwrap();
-    for (kind, aux, enc) in [(1u8, 0u64, 0u8), (6, 0, 0), (super::REC_CYCLE, 2, super::CYCLE_BEGIN), (6, 0, 0), (super::REC_CYCLE, 3, super::CYCLE_END), (1, 0, 0), (super::REC_CYCLE, 7, super::CYCLE_BEGIN), (6, 0, 0)] {
+    for (kind, aux, enc) in [(1u8, 0u64, 0u8), (super::REC_CYCLE, 2, b), (6, 0, 0), (super::REC_CYCLE, 2, e), (1, 0, 0), (super::REC_CYCLE, 6, b), (6, 0, 0)] {
         let h = RecordHeader { kind, aux, encoding: enc, page_id: 1, ..RecordHeader::default() };
         log.append(&RecordRef { header: h, mask: &[], data: &[] }).unwrap();
     }
     drop(log);
     let (_, recs, rep) = TLog::open(&path, Durability::Buffered, false).unwrap();
-    assert_eq!(recs.len(), 6, "records 7 and 8 (an unfinished cycle) are cut off");
+    assert_eq!(recs.len(), 5, "records 6 and 7 (an unfinished cycle) are cut off");
     assert_eq!(rep.bytes_truncated, 2 * 72);
+}
+
+/// After `poison` a file log refuses appends (it keeps its records); a
+/// memory log ignores it; `clear` lifts it.
+#[test]
+fn a_poisoned_file_log_takes_no_more_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let cause = crate::error::Error::new(ErrorKind::Io, "disk full");
+    for d in [Durability::Buffered, Durability::Fsync] {
+        let path = dir.path().join(format!("{d:?}"));
+        let (mut log, _, _) = TLog::open(&path, d, true).unwrap();
+        log.append(&RecordRef { header: hdr(1, 1), mask: &[], data: &[] }).unwrap();
+        log.poison(&cause);
+        let e = log.append(&RecordRef { header: hdr(1, 2), mask: &[], data: &[] }).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Io);
+        assert!(e.msg.contains("disk full"), "{}", e.msg);
+        assert_eq!(log.len(), 1);
+        log.clear().unwrap();
+        log.append(&RecordRef { header: hdr(1, 3), mask: &[], data: &[] }).unwrap();
+    }
+    let mut m = TLog::memory();
+    m.poison(&cause);
+    m.append(&RecordRef { header: hdr(1, 1), mask: &[], data: &[] }).unwrap();
 }
