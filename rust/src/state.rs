@@ -276,15 +276,18 @@ pub(crate) fn write_core(
             let (sparse, mask_len, data_len) = record_shape(&sum, bm, new);
             header.encoding = if sparse { ENC_SPARSE } else { ENC_DENSE };
             header.mask_len = mask_len as u64;
-            let seq = bracketed(log, begin, |log| {
-                if sparse {
-                    // Encoded straight into the log frame (no scratch copy).
-                    log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))
-                } else {
-                    log.append(&RecordRef { header, mask: bm, data: new })
-                }
-            })?;
+            let began = open_bracket(log, begin.is_some())?;
+            let seq = if sparse {
+                // Encoded straight into the log frame (no scratch copy).
+                log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))
+            } else {
+                log.append(&RecordRef { header, mask: bm, data: new })
+            }
+            .map_err(|e| bracket_failed(log, began, e))?;
             apply_after_diff(buf, new, bm, &sum, sparse);
+            if let Some(b) = begin {
+                *b = began;
+            }
             seq
         }
         PageData::Gpu(dev) => {
@@ -294,7 +297,12 @@ pub(crate) fn write_core(
                 return Ok(None);
             }
             header.mask_len = scratch.bitmap.len() as u64;
-            bracketed(log, begin, |log| log.append(&RecordRef { header, mask: &scratch.bitmap, data: new }))?
+            let began = open_bracket(log, begin.is_some())?;
+            let seq = log.append(&RecordRef { header, mask: &scratch.bitmap, data: new }).map_err(|e| bracket_failed(log, began, e))?;
+            if let Some(b) = begin {
+                *b = began;
+            }
+            seq
         }
     };
     ids.delta.commit(did);
@@ -308,27 +316,26 @@ pub(crate) fn cycle_record(bound: u8, aux: u64) -> RecordHeader {
     RecordHeader { kind: REC_CYCLE, aux, encoding: bound, ..RecordHeader::default() }
 }
 
-/// Runs `append` (a write's delta), preceded by a cycle begin record when
-/// `begin` is given (its seq goes there). If the delta cannot be appended
-/// after the begin record, an end record closes it again, or if that fails
-/// too the log takes no more records, so the open bracket cannot swallow
-/// later ones.
+/// Logs a cycle begin record before a write's delta if `on`; returns its
+/// seq (0: none).
 #[inline]
-fn bracketed(log: &mut TLog, begin: Option<&mut u64>, append: impl FnOnce(&mut TLog) -> Result<u64>) -> Result<u64> {
-    let Some(b) = begin else { return append(log) };
-    let at = log.append(&RecordRef { header: cycle_record(CYCLE_BEGIN, log.next_seq()), mask: &[], data: &[] })?;
-    match append(log) {
-        Ok(seq) => {
-            *b = at;
-            Ok(seq)
-        }
-        Err(e) => {
-            if log.append(&RecordRef { header: cycle_record(CYCLE_END, at), mask: &[], data: &[] }).is_err() {
-                log.poison(&e);
-            }
-            Err(e)
-        }
+fn open_bracket(log: &mut TLog, on: bool) -> Result<u64> {
+    if !on {
+        return Ok(0);
     }
+    log.append(&RecordRef { header: cycle_record(CYCLE_BEGIN, log.next_seq()), mask: &[], data: &[] })
+}
+
+/// The delta after begin record `began` (0: none) could not be appended:
+/// an end record closes the bracket again, or if that fails too the log
+/// takes no more records, so the open bracket cannot swallow later ones.
+/// Returns the delta's error.
+#[cold]
+fn bracket_failed(log: &mut TLog, began: u64, e: Error) -> Error {
+    if began != 0 && log.append(&RecordRef { header: cycle_record(CYCLE_END, began), mask: &[], data: &[] }).is_err() {
+        log.poison(&e);
+    }
+    e
 }
 
 /// `Dimension` unless `new` has exactly the page's size.
@@ -653,7 +660,6 @@ impl Inner {
     /// `bracket`: it may start a propagation cycle (see `write_core`).
     pub(crate) fn route_core(&mut self, d: &DeltaIn, bracket: bool) -> Result<Option<u64>> {
         let Inner { slots, log, prop, .. } = self;
-        let begin = bracket.then_some(&mut prop.begin_seq);
         let s = match slots.get_mut(d.page_id as usize) {
             Some(Some(s)) => s,
             _ => return Err(not_found(d.page_id)),
@@ -664,14 +670,23 @@ impl Inner {
             if !delta::changes_any(d.encoding, buf, d.mask, d.payload) {
                 return Ok(None);
             }
-            let seq = bracketed(log, begin, |log| log.append(&RecordRef { header, mask: d.mask, data: d.payload }))?;
+            let began = open_bracket(log, bracket)?;
+            let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload }).map_err(|e| bracket_failed(log, began, e))?;
             delta::apply(d.encoding, buf, d.mask, d.payload);
+            if began != 0 {
+                prop.begin_seq = began;
+            }
             seq
         } else {
             if s.page.apply(d.encoding, d.mask, d.payload)? == 0 {
                 return Ok(None);
             }
-            bracketed(log, begin, |log| log.append(&RecordRef { header, mask: d.mask, data: d.payload }))?
+            let began = open_bracket(log, bracket)?;
+            let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload }).map_err(|e| bracket_failed(log, began, e))?;
+            if began != 0 {
+                prop.begin_seq = began;
+            }
+            seq
         };
         s.page.epoch = base + 1;
         self.ids.clock.observe(d.timestamp);
