@@ -1,10 +1,11 @@
 //! `include/mmsb.h` against the library, as a C compiler sees it: the header
 //! compiles as strict C99; it declares exactly the functions the library
-//! exports; every declared function links; every struct has the size and
+//! exports, with the parameter and return types of their Rust signatures
+//! (`rust/src/ffi/exports.rs`); every declared function links; every struct has the size and
 //! field offsets of its `#[repr(C)]` mirror; and a small C program drives a
 //! state through the header (create, write with propagation, read, log).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem::{offset_of, size_of};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,13 +44,84 @@ fn strip_comments(s: &str) -> String {
     out
 }
 
-/// `extern "C" fn mmsb_*` in the Rust exports.
-fn exported_functions() -> BTreeSet<String> {
+/// A prototype as C type tokens: (return type, parameter types), e.g.
+/// `(["int32_t"], [["MmsbState", "*"], ["const", "uint8_t", "*"]])`.
+type Proto = (Vec<String>, Vec<Vec<String>>);
+
+fn c_tokens(t: &str) -> Vec<String> {
+    t.replace('*', " * ").split_whitespace().map(String::from).collect()
+}
+
+/// The C type tokens of a Rust FFI type (`*mut *mut MmsbState`, `u64`, ...).
+fn rust_type_tokens(t: &str) -> Vec<String> {
+    let t = t.trim();
+    if let Some(rest) = t.strip_prefix("*mut ") {
+        let mut v = rust_type_tokens(rest);
+        v.push("*".into());
+        return v;
+    }
+    if let Some(rest) = t.strip_prefix("*const ") {
+        let mut v = vec!["const".to_string()];
+        v.extend(rust_type_tokens(rest));
+        v.push("*".into());
+        return v;
+    }
+    let c = match t {
+        "u8" => "uint8_t",
+        "u32" => "uint32_t",
+        "u64" => "uint64_t",
+        "i32" => "int32_t",
+        "i64" => "int64_t",
+        other => other,
+    };
+    vec![c.to_string()]
+}
+
+/// `extern "C" fn mmsb_*` in the Rust exports, with their C prototypes.
+fn exported_prototypes() -> BTreeMap<String, Proto> {
     let src = std::fs::read_to_string(root().join("rust/src/ffi/exports.rs")).unwrap();
-    src.split("extern \"C\" fn ")
-        .skip(1)
-        .map(|s| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect())
-        .collect()
+    let mut out = BTreeMap::new();
+    for piece in src.split("extern \"C\" fn ").skip(1) {
+        let open = piece.find('(').unwrap();
+        let close = piece.find(')').unwrap();
+        let name = piece[..open].trim().to_string();
+        let params = piece[open + 1..close]
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| rust_type_tokens(p.split_once(':').unwrap().1))
+            .collect();
+        let after = &piece[close + 1..piece.find('{').unwrap()];
+        let ret = match after.trim().strip_prefix("->") {
+            Some(r) => rust_type_tokens(r),
+            None => vec!["void".to_string()],
+        };
+        out.insert(name, (ret, params));
+    }
+    out
+}
+
+/// The `mmsb_*` prototypes declared in the header.
+fn declared_prototypes(h: &str) -> BTreeMap<String, Proto> {
+    let code: String = strip_comments(h).lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+    let mut out = BTreeMap::new();
+    for stmt in code.split(';') {
+        let stmt = stmt.rsplit(['{', '}']).next().unwrap();
+        let Some(at) = stmt.find("mmsb_") else { continue };
+        let Some(open) = stmt[at..].find('(').map(|o| at + o) else { continue };
+        let close = stmt.rfind(')').unwrap();
+        let params = stmt[open + 1..close]
+            .split(',')
+            .map(c_tokens)
+            .filter(|t| t != &["void"])
+            .map(|mut t| {
+                t.pop(); // the parameter's name
+                t
+            })
+            .collect();
+        out.insert(stmt[at..open].trim().to_string(), (c_tokens(&stmt[..at]), params));
+    }
+    out
 }
 
 /// `typedef struct { ... } Name;` blocks: (name, field names in order).
@@ -102,13 +174,27 @@ fn rust_layouts() -> Vec<Layout> {
 
 #[test]
 fn header_declares_exactly_the_exported_functions() {
-    let declared = declared_functions(&header());
-    let exported = exported_functions();
+    let h = header();
+    let declared = declared_functions(&h);
+    let exported: BTreeSet<String> = exported_prototypes().into_keys().collect();
     assert!(exported.len() >= 40, "found only {} exports: is the parser broken?", exported.len());
     let missing: Vec<_> = exported.difference(&declared).collect();
     let extra: Vec<_> = declared.difference(&exported).collect();
     assert!(missing.is_empty(), "exported but not declared in mmsb.h: {missing:?}");
     assert!(extra.is_empty(), "declared in mmsb.h but not exported: {extra:?}");
+}
+
+#[test]
+fn header_prototypes_are_the_rust_signatures() {
+    let c = declared_prototypes(&header());
+    let r = exported_prototypes();
+    assert_eq!(c.keys().collect::<Vec<_>>(), r.keys().collect::<Vec<_>>());
+    for (name, proto) in &r {
+        assert_eq!(&c[name], proto, "prototype of {name}: mmsb.h (left) vs rust/src/ffi/exports.rs (right)");
+    }
+    // the parser sees what it should: a pointer-to-pointer and a void return
+    assert_eq!(c["mmsb_state_new"].1[1], ["MmsbState", "*", "*"]);
+    assert_eq!(c["mmsb_state_free"].0, ["void"]);
 }
 
 #[test]
