@@ -276,18 +276,25 @@ pub(crate) fn write_core(
             let (sparse, mask_len, data_len) = record_shape(&sum, bm, new);
             header.encoding = if sparse { ENC_SPARSE } else { ENC_DENSE };
             header.mask_len = mask_len as u64;
-            let began = open_bracket(log, begin.is_some())?;
-            let seq = if sparse {
-                // Encoded straight into the log frame (no scratch copy).
-                log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))
-            } else {
-                log.append(&RecordRef { header, mask: bm, data: new })
-            }
-            .map_err(|e| bracket_failed(log, began, e))?;
+            let seq = match begin {
+                None if sparse => {
+                    // Encoded straight into the log frame (no scratch copy).
+                    log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))?
+                }
+                None => log.append(&RecordRef { header, mask: bm, data: new })?,
+                Some(b) => {
+                    let (at, seq) = append_bracketed(log, |log| {
+                        if sparse {
+                            log.append_with(header, mask_len, data_len, |m, d| fill_record(true, bm, new, m, d))
+                        } else {
+                            log.append(&RecordRef { header, mask: bm, data: new })
+                        }
+                    })?;
+                    *b = at;
+                    seq
+                }
+            };
             apply_after_diff(buf, new, bm, &sum, sparse);
-            if let Some(b) = begin {
-                *b = began;
-            }
             seq
         }
         PageData::Gpu(dev) => {
@@ -297,12 +304,15 @@ pub(crate) fn write_core(
                 return Ok(None);
             }
             header.mask_len = scratch.bitmap.len() as u64;
-            let began = open_bracket(log, begin.is_some())?;
-            let seq = log.append(&RecordRef { header, mask: &scratch.bitmap, data: new }).map_err(|e| bracket_failed(log, began, e))?;
-            if let Some(b) = begin {
-                *b = began;
+            let rec = RecordRef { header, mask: &scratch.bitmap, data: new };
+            match begin {
+                None => log.append(&rec)?,
+                Some(b) => {
+                    let (at, seq) = append_bracketed(log, |log| log.append(&rec))?;
+                    *b = at;
+                    seq
+                }
             }
-            seq
         }
     };
     ids.delta.commit(did);
@@ -316,26 +326,23 @@ pub(crate) fn cycle_record(bound: u8, aux: u64) -> RecordHeader {
     RecordHeader { kind: REC_CYCLE, aux, encoding: bound, ..RecordHeader::default() }
 }
 
-/// Logs a cycle begin record before a write's delta if `on`; returns its
-/// seq (0: none).
-#[inline]
-fn open_bracket(log: &mut TLog, on: bool) -> Result<u64> {
-    if !on {
-        return Ok(0);
+/// Appends a cycle begin record, then a write's delta (`append`); returns
+/// both seqs. If the delta cannot be appended, an end record closes the
+/// bracket again, or if that fails too the log takes no more records, so
+/// the open bracket cannot swallow later ones. (Out of line: the unbracketed
+/// appends in `write_core` and `route_core` stay as they were.)
+#[inline(never)]
+fn append_bracketed(log: &mut TLog, append: impl FnOnce(&mut TLog) -> Result<u64>) -> Result<(u64, u64)> {
+    let at = log.append(&RecordRef { header: cycle_record(CYCLE_BEGIN, log.next_seq()), mask: &[], data: &[] })?;
+    match append(log) {
+        Ok(seq) => Ok((at, seq)),
+        Err(e) => {
+            if log.append(&RecordRef { header: cycle_record(CYCLE_END, at), mask: &[], data: &[] }).is_err() {
+                log.poison(&e);
+            }
+            Err(e)
+        }
     }
-    log.append(&RecordRef { header: cycle_record(CYCLE_BEGIN, log.next_seq()), mask: &[], data: &[] })
-}
-
-/// The delta after begin record `began` (0: none) could not be appended:
-/// an end record closes the bracket again, or if that fails too the log
-/// takes no more records, so the open bracket cannot swallow later ones.
-/// Returns the delta's error.
-#[cold]
-fn bracket_failed(log: &mut TLog, began: u64, e: Error) -> Error {
-    if began != 0 && log.append(&RecordRef { header: cycle_record(CYCLE_END, began), mask: &[], data: &[] }).is_err() {
-        log.poison(&e);
-    }
-    e
 }
 
 /// `Dimension` unless `new` has exactly the page's size.
@@ -670,23 +677,26 @@ impl Inner {
             if !delta::changes_any(d.encoding, buf, d.mask, d.payload) {
                 return Ok(None);
             }
-            let began = open_bracket(log, bracket)?;
-            let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload }).map_err(|e| bracket_failed(log, began, e))?;
+            let seq = if bracket {
+                let (at, seq) = append_bracketed(log, |log| log.append(&RecordRef { header, mask: d.mask, data: d.payload }))?;
+                prop.begin_seq = at;
+                seq
+            } else {
+                log.append(&RecordRef { header, mask: d.mask, data: d.payload })?
+            };
             delta::apply(d.encoding, buf, d.mask, d.payload);
-            if began != 0 {
-                prop.begin_seq = began;
-            }
             seq
         } else {
             if s.page.apply(d.encoding, d.mask, d.payload)? == 0 {
                 return Ok(None);
             }
-            let began = open_bracket(log, bracket)?;
-            let seq = log.append(&RecordRef { header, mask: d.mask, data: d.payload }).map_err(|e| bracket_failed(log, began, e))?;
-            if began != 0 {
-                prop.begin_seq = began;
+            if bracket {
+                let (at, seq) = append_bracketed(log, |log| log.append(&RecordRef { header, mask: d.mask, data: d.payload }))?;
+                prop.begin_seq = at;
+                seq
+            } else {
+                log.append(&RecordRef { header, mask: d.mask, data: d.payload })?
             }
-            seq
         };
         s.page.epoch = base + 1;
         self.ids.clock.observe(d.timestamp);
