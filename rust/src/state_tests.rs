@@ -823,20 +823,24 @@ fn recovery_cuts_off_an_unfinished_propagation_cycle() {
     let crash = dir.path().join("crash.tlog");
     for (q, &end) in ends.iter().enumerate() {
         let kept = q as u64 + 1;
-        std::fs::write(&crash, &image[..end as usize]).unwrap();
-        let (state, rep) = crate::persist::open(file_cfg(&crash, Durability::Buffered, false)).unwrap();
-        let got = state.call(|s| Ok((s.log.len(), full(s)))).unwrap();
-        // past the setup: the state after the last whole operation in the prefix
-        if let Some((want_len, want)) = after_op.iter().rev().find(|(len, _)| *len <= kept) {
-            assert_eq!(got, (*want_len, want.clone()), "prefix of {kept} records");
+        // cut right after record `kept`, and (a torn next record) halfway into the next one
+        let torn = ends.get(q + 1).map(|&next| end + (next - end) / 2);
+        for (cut, is_torn) in std::iter::once((end, false)).chain(torn.map(|t| (t, true))) {
+            std::fs::write(&crash, &image[..cut as usize]).unwrap();
+            let (state, rep) = crate::persist::open(file_cfg(&crash, Durability::Buffered, false)).unwrap();
+            let got = state.call(|s| Ok((s.log.len(), full(s)))).unwrap();
+            // past the setup: the state after the last whole operation in the prefix
+            if let Some((want_len, want)) = after_op.iter().rev().find(|(len, _)| *len <= kept) {
+                assert_eq!(got, (*want_len, want.clone()), "prefix of {kept} records (torn: {is_torn})");
+            }
+            assert!(got.0 <= kept);
+            assert_eq!(rep.records, got.0);
+            assert_eq!(rep.bytes_truncated > 0, got.0 < kept || is_torn, "prefix of {kept} records: a cut is reported");
+            drop(state);
+            // the cut is on disk: reopening changes nothing more
+            let (_, rep) = crate::persist::open(file_cfg(&crash, Durability::Buffered, false)).unwrap();
+            assert_eq!((rep.records, rep.bytes_truncated), (got.0, 0));
         }
-        assert!(got.0 <= kept);
-        assert_eq!(rep.records, got.0);
-        assert_eq!(rep.bytes_truncated > 0, got.0 < kept, "prefix of {kept} records: a cut is reported");
-        drop(state);
-        // the cut is on disk: reopening changes nothing more
-        let (_, rep) = crate::persist::open(file_cfg(&crash, Durability::Buffered, false)).unwrap();
-        assert_eq!((rep.records, rep.bytes_truncated), (got.0, 0));
     }
 }
 
