@@ -464,7 +464,7 @@ impl Inner {
         Ok(seq)
     }
 
-    pub(crate) fn header(kind: u8, page_id: u64, aux: u64, encoding: u8) -> RecordHeader {
+    fn header(kind: u8, page_id: u64, aux: u64, encoding: u8) -> RecordHeader {
         RecordHeader { kind, page_id, aux, encoding, ..RecordHeader::default() }
     }
 
