@@ -2,6 +2,8 @@ using MMSB, Test, Random
 
 @info "MMSB tests" julia = VERSION threads = Threads.nthreads() gpu = gpu_available()
 
+include("log_decode.jl")
+
 @testset "MMSB" begin
     include("test_lifecycle.jl")
     include("test_pages.jl")

@@ -2,9 +2,8 @@
 # the state's lock (per-shard write lanes, moved into the log by the next
 # other call), the locked path for writes that need Julia, `mmsb_stop` under
 # concurrent writers, and determinism of the single-thread path. Included
-# from runtests.jl after `using MMSB, Test, Random`.
+# from runtests.jl after `using MMSB, Test, Random` and log_decode.jl.
 
-tcon_u64(b::AbstractVector{UInt8}, off::Integer = 0) = reinterpret(UInt64, b[off+1:off+8])[1]
 tcon_le(v::Integer) = collect(reinterpret(UInt8, [UInt64(v)]))
 
 # A log entry as a comparable tuple (every field).
@@ -17,40 +16,12 @@ tcon_changes(ents) = [t[2:end] for t in ents if t[2] !== :cycle]
 # The fields that identify a record's place in the log (cheap to keep).
 tcon_key(e) = (e.seq, e.kind, e.page_id, e.delta_id, e.base_epoch, e.timestamp)
 
-# Apply one :delta (or :page_create / :page_delete) entry to a Dict of page
-# bytes, decoding the documented encodings (docs/tlog_format.md).
-function tcon_apply!(pg::Dict{UInt64,Vector{UInt8}}, e)
-    if e.kind === :page_create
-        pg[e.page_id] = zeros(UInt8, e.aux)
-    elseif e.kind === :page_delete
-        delete!(pg, e.page_id)
-    elseif e.kind === :delta
-        buf = pg[e.page_id]
-        if e.encoding === :dense
-            for i in 1:length(buf)
-                if (e.mask[((i-1)>>3)+1] >> ((i - 1) & 7)) & 0x01 == 0x01
-                    buf[i] = e.data[i]
-                end
-            end
-        else
-            k = 0
-            for r in 0:16:length(e.mask)-16
-                s, l = tcon_u64(e.mask, r), tcon_u64(e.mask, r + 8)
-                for i in s+1:s+l
-                    buf[i] = e.data[k+=1]
-                end
-            end
-        end
-    end
-    return pg
-end
-
 # Page bytes and epochs rebuilt from log entries alone.
 function tcon_rebuild(entries)
     pg = Dict{UInt64,Vector{UInt8}}()
     ep = Dict{UInt64,UInt64}()
     for e in entries
-        tcon_apply!(pg, e)
+        log_apply!(pg, e)
         e.kind === :page_create && (ep[e.page_id] = 0)
         e.kind === :delta && (ep[e.page_id] += 1)
     end
@@ -102,8 +73,8 @@ function tcon_shared_bytes(w, k, size)
     b[9:16] = tcon_le(k)
     return b
 end
-tcon_own_ok(b, w) = b == tcon_own_bytes(w, tcon_u64(b), length(b)) || all(==(0), b)
-tcon_shared_ok(b) = (w = tcon_u64(b); k = tcon_u64(b, 8);
+tcon_own_ok(b, w) = b == tcon_own_bytes(w, log_u64(b), length(b)) || all(==(0), b)
+tcon_shared_ok(b) = (w = log_u64(b); k = log_u64(b, 8);
                      all(==(0), b) || (1 <= w <= 64 && b == tcon_shared_bytes(w, k, length(b))))
 
 # One round of concurrent writers on a fresh in-memory state; `with_reader`
@@ -241,12 +212,12 @@ function tcon_check_round(r; T, K, own_size, shared_size, with_reader)
     ownvals = Dict(p => UInt64[] for p in own)
     sharedk = [UInt64[] for _ in 1:T]
     for e in es
-        tcon_apply!(pg, e)
+        log_apply!(pg, e)
         e.kind === :delta || continue
         if e.page_id == shared
-            push!(sharedk[tcon_u64(pg[shared])], tcon_u64(pg[shared], 8))
+            push!(sharedk[log_u64(pg[shared])], log_u64(pg[shared], 8))
         else
-            push!(ownvals[e.page_id], tcon_u64(pg[e.page_id]))
+            push!(ownvals[e.page_id], log_u64(pg[e.page_id]))
         end
     end
     @test all(p -> ownvals[p] == UInt64.(1:K), own)

@@ -1,7 +1,7 @@
 # Persistence (SPEC §8): the log records every change, checkpoint and file-log
 # round trips, replay!, replay_to_epoch, durability modes, truncate, bad
 # checkpoints, corruption at every byte offset, and a SIGKILL crash test.
-# Included from runtests.jl after `using MMSB, Test, Random`.
+# Included from runtests.jl after `using MMSB, Test, Random` and log_decode.jl.
 
 tper_exc(r) = r isa Test.Pass ? r.value : nothing
 
@@ -33,40 +33,11 @@ function tper_brackets_ok(ents)
 end
 tper_lastseq(st) = (es = tlog_entries(st); isempty(es) ? 0 : Int(es[end].seq))
 
-tper_u64(b, off) = reinterpret(UInt64, b[off+1:off+8])[1]
-
 # Rebuild page bytes from log entries alone (decoding the documented encodings).
 function tper_rebuild(entries)
     pg = Dict{UInt64,Vector{UInt8}}()
     for e in entries
-        tper_apply!(pg, e)
-    end
-    return pg
-end
-
-# Apply one log entry to a Dict of page bytes.
-function tper_apply!(pg, e)
-    if e.kind === :page_create
-        pg[e.page_id] = zeros(UInt8, e.aux)
-    elseif e.kind === :page_delete
-        delete!(pg, e.page_id)
-    elseif e.kind === :delta
-        buf = pg[e.page_id]
-        if e.encoding === :dense
-            for i in 1:length(buf)
-                if (e.mask[((i-1)>>3)+1] >> ((i - 1) & 7)) & 0x01 == 0x01
-                    buf[i] = e.data[i]
-                end
-            end
-        else
-            k = 0
-            for r in 0:16:length(e.mask)-16
-                s, l = tper_u64(e.mask, r), tper_u64(e.mask, r + 8)
-                for i in s+1:s+l
-                    buf[i] = e.data[k+=1]
-                end
-            end
-        end
+        log_apply!(pg, e)
     end
     return pg
 end
@@ -485,7 +456,7 @@ end
                 stop = 24 + sum(e -> 72 + length(e.mask) + length(e.data), es)
                 start = stop - (72 + length(es[end].mask) + length(es[end].data))
                 img = read(path)
-                found += length(img) >= stop && tper_u64(img, start + 8) == es[end].seq &&
+                found += length(img) >= stop && log_u64(img, start + 8) == es[end].seq &&
                          reinterpret(UInt32, img[start+1:start+4])[1] == stop - start - 8
             end
             @test found == 10
@@ -786,7 +757,7 @@ end
     pg = Dict{UInt64,Vector{UInt8}}()
     vals = Dict(UInt64(1) => UInt64[], UInt64(2) => UInt64[])
     for e in tlog_entries(st)
-        tper_apply!(pg, e)
+        log_apply!(pg, e)
         e.kind === :delta && push!(vals[e.page_id], reinterpret(UInt64, pg[e.page_id])[1])
     end
     @test vals[1] == collect(UInt64(1):v)
