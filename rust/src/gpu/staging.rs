@@ -313,7 +313,9 @@ pub(super) fn stage(
     mut on_chunk: impl FnMut(usize, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let total = host.len();
-    let chunk = chunk.max(1);
+    // A chunk is at most the whole region: units are counted per chunk, so a
+    // larger one would only add empty units for the threads to claim.
+    let chunk = chunk.clamp(1, total.max(1));
     if threads <= 1 || total <= unit {
         let mut lo = 0usize;
         for win in host.chunks_mut(chunk) {
