@@ -304,3 +304,100 @@ fn c_program_compiles_links_and_agrees_on_layouts() {
         }
     }
 }
+
+/// `#define MMSB_* value` lines of the header (the include guard aside), values as numbers.
+fn declared_constants(h: &str) -> BTreeMap<String, i128> {
+    let mut out = BTreeMap::new();
+    for line in strip_comments(h).lines() {
+        let mut t = line.split_whitespace();
+        if t.next() != Some("#define") {
+            continue;
+        }
+        let (Some(name), Some(v)) = (t.next(), t.next()) else { continue };
+        if name == "MMSB_H" {
+            continue;
+        }
+        let value = match v {
+            "UINT64_MAX" => u64::MAX as i128,
+            _ => v.trim_end_matches('u').parse::<i128>().unwrap_or_else(|_| panic!("{name}: value {v:?} not understood")),
+        };
+        assert!(out.insert(name.to_string(), value).is_none(), "{name} defined twice");
+    }
+    out
+}
+
+#[test]
+fn header_constants_are_the_rust_constants() {
+    use mmsb::delta::*;
+    use mmsb::error::ErrorKind as K;
+    use mmsb::page::*;
+    use mmsb::propagate::*;
+    use mmsb::state::*;
+    use mmsb::tlog::REC_CYCLE;
+    let code = |k: K| k.code() as i128;
+    let rust: BTreeMap<String, i128> = [
+        ("MMSB_ABI_VERSION", MMSB_ABI_VERSION as i128),
+        ("MMSB_OK", 0),
+        ("MMSB_ERR_NULL", code(K::Null)),
+        ("MMSB_ERR_INVALID", code(K::Invalid)),
+        ("MMSB_ERR_DIMENSION", code(K::Dimension)),
+        ("MMSB_ERR_PAGE_NOT_FOUND", code(K::PageNotFound)),
+        ("MMSB_ERR_CYCLE", code(K::Cycle)),
+        ("MMSB_ERR_HAS_DEPENDENTS", code(K::HasDependents)),
+        ("MMSB_ERR_STALE_DELTA", code(K::StaleDelta)),
+        ("MMSB_ERR_TLOG_CORRUPT", code(K::TLogCorrupt)),
+        ("MMSB_ERR_CHECKPOINT", code(K::Checkpoint)),
+        ("MMSB_ERR_GPU_UNAVAILABLE", code(K::GpuUnavailable)),
+        ("MMSB_ERR_IO", code(K::Io)),
+        ("MMSB_ERR_BUSY", code(K::Busy)),
+        ("MMSB_ERR_BUFFER_TOO_SMALL", code(K::BufferTooSmall)),
+        ("MMSB_ERR_CLOSED", code(K::Closed)),
+        ("MMSB_ERR_INTERNAL", code(K::Internal)),
+        ("MMSB_LOC_CPU", LOC_CPU as i128),
+        ("MMSB_LOC_GPU", LOC_GPU as i128),
+        ("MMSB_DURABILITY_NONE", DURABILITY_NONE as i128),
+        ("MMSB_DURABILITY_BUFFERED", DURABILITY_BUFFERED as i128),
+        ("MMSB_DURABILITY_FSYNC", DURABILITY_FSYNC as i128),
+        ("MMSB_SOURCE_API", SOURCE_API as i128),
+        ("MMSB_SOURCE_PROPAGATION", SOURCE_PROPAGATION as i128),
+        ("MMSB_SOURCE_BATCH", SOURCE_BATCH as i128),
+        ("MMSB_SOURCE_REPLAY", SOURCE_REPLAY as i128),
+        ("MMSB_ENC_DENSE", ENC_DENSE as i128),
+        ("MMSB_ENC_SPARSE", ENC_SPARSE as i128),
+        ("MMSB_RECOMPUTE_NONE", RC_NONE as i128),
+        ("MMSB_RECOMPUTE_PASSTHROUGH", RC_PASSTHROUGH as i128),
+        ("MMSB_RECOMPUTE_CLOSURE", RC_CLOSURE as i128),
+        ("MMSB_EVENT_PAGE_CREATED", EV_PAGE_CREATED as i128),
+        ("MMSB_EVENT_PAGE_DELETED", EV_PAGE_DELETED as i128),
+        ("MMSB_EVENT_PAGE_INVALIDATED", EV_INVALIDATED as i128),
+        ("MMSB_EVENT_DELTA_APPLIED", EV_DELTA_APPLIED as i128),
+        ("MMSB_EVENT_PAGE_CHANGED", EV_PAGE_CHANGED as i128),
+        ("MMSB_REC_PAGE_CREATE", REC_PAGE_CREATE as i128),
+        ("MMSB_REC_PAGE_DELETE", REC_PAGE_DELETE as i128),
+        ("MMSB_REC_EDGE_ADD", REC_EDGE_ADD as i128),
+        ("MMSB_REC_EDGE_REMOVE", REC_EDGE_REMOVE as i128),
+        ("MMSB_REC_RECOMPUTE_SET", REC_RECOMPUTE_SET as i128),
+        ("MMSB_REC_DELTA", REC_DELTA as i128),
+        ("MMSB_REC_DELTA_STAMP", REC_DELTA_STAMP as i128),
+        ("MMSB_REC_SNAPSHOT", REC_SNAPSHOT as i128),
+        ("MMSB_REC_CYCLE", REC_CYCLE as i128),
+        ("MMSB_WRITE_PROPAGATE", WRITE_PROPAGATE as i128),
+        ("MMSB_WRITE_PARALLEL", WRITE_PARALLEL as i128),
+        ("MMSB_WRITE_DEFER_SYNC", WRITE_DEFER_SYNC as i128),
+        ("MMSB_WRITE_SHARED", WRITE_SHARED as i128),
+        ("MMSB_PROP_NEED_LOCK", PROP_NEED_LOCK as i128),
+        ("MMSB_DELTA_ID_PENDING", DELTA_ID_PENDING as i128),
+        ("MMSB_PROP_ENQUEUE_CHILDREN", ENQUEUE_CHILDREN as i128),
+        ("MMSB_PROP_ENQUEUE_SELF", ENQUEUE_SELF as i128),
+    ]
+    .into_iter()
+    .map(|(n, v)| (n.to_string(), v))
+    .collect();
+    let c = declared_constants(&header());
+    let c_names: Vec<&String> = c.keys().collect();
+    let r_names: Vec<&String> = rust.keys().collect();
+    assert_eq!(c_names, r_names, "constants defined in mmsb.h (left) vs checked against Rust (right)");
+    for (name, v) in &rust {
+        assert_eq!(c[name], *v, "{name}: mmsb.h (left) vs Rust (right)");
+    }
+}

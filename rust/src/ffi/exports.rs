@@ -49,9 +49,9 @@ fn config_from(c: &MmsbConfig) -> Result<Config> {
         return Err(Error::new(ErrorKind::Invalid, "config reserved field must be 0"));
     }
     let durability = match c.durability {
-        0 => Durability::None,
-        1 => Durability::Buffered,
-        2 => Durability::Fsync,
+        DURABILITY_NONE => Durability::None,
+        DURABILITY_BUFFERED => Durability::Buffered,
+        DURABILITY_FSYNC => Durability::Fsync,
         d => return Err(Error::new(ErrorKind::Invalid, format!("durability {d} is not 0, 1 or 2"))),
     };
     let tlog_path = if c.tlog_path.is_null() {

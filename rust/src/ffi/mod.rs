@@ -19,6 +19,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::state::State;
 
 pub const MMSB_ABI_VERSION: u32 = 2;
+/// `MmsbConfig::durability`: memory log, file log, file log synced per write.
+pub const DURABILITY_NONE: u8 = 0;
+pub const DURABILITY_BUFFERED: u8 = 1;
+pub const DURABILITY_FSYNC: u8 = 2;
 
 thread_local! {
     static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
