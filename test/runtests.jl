@@ -16,4 +16,5 @@ include("log_decode.jl")
     include("test_persistence.jl")
     include("test_gpu.jl")
     include("test_errors.jl")
+    include("test_abi.jl")
 end
