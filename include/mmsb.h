@@ -88,9 +88,10 @@ extern "C" {
                                      by mmsb_delta_stamp (restores next ids and the clock) */
 #define MMSB_REC_SNAPSHOT      8  /* aux = the checkpoint's log_seq; payload = checkpoint body:
                                      mmsb_checkpoint_load; replay replaces the whole state */
-#define MMSB_REC_CYCLE         9  /* file logs of states with no closure recompute only:
+#define MMSB_REC_CYCLE         9  /* file logs only:
                                      encoding = 1 begin / 2 end of a propagation cycle together
-                                     with the write that started it, both logged in one call;
+                                     with the write that started it (a cycle paused for a
+                                     closure page ends in a later call: see mmsb_prop_run);
                                      aux = its own seq (begin) / its begin's seq (end).
                                      Opening a log cuts off a bracket that has no end. */
 
@@ -289,7 +290,15 @@ int32_t mmsb_signature(MmsbState *st, uint64_t id, uint64_t *parent_ids, uint64_
                        uint64_t cap, uint64_t *out_n);
 int32_t mmsb_prop_enqueue(MmsbState *st, const uint64_t *ids, uint64_t n, uint8_t mode);
 /* Runs the cycle natively until it ends (status 0) or a closure page whose
-   signature changed must be computed by the caller (status 1). */
+   signature changed must be computed by the caller (status 1). While a page
+   is pending, every call that would change the state other than
+   mmsb_prop_submit and mmsb_prop_fail (writes, routes, batches, stamps, page,
+   edge and recompute changes, enqueue, run, checkpoint write, replay) returns
+   MMSB_ERR_BUSY and changes nothing; shared writes answer MMSB_PROP_NEED_LOCK.
+   In a file log the paused cycle and the write that started it survive a
+   crash only once the cycle has ended; under MMSB_DURABILITY_FSYNC the call
+   that ends it returns after its records are on disk (calls that leave it
+   paused do not wait). */
 int32_t mmsb_prop_run(MmsbState *st, MmsbPropStep *out);
 /* The caller's bytes for the pending page; then call mmsb_prop_run again. */
 int32_t mmsb_prop_submit(MmsbState *st, uint64_t page_id, const uint8_t *bytes, uint64_t len,

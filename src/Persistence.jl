@@ -74,7 +74,7 @@ end
 One log record: `seq`, `kind` (`:page_create`, `:page_delete`, `:edge_add`,
 `:edge_remove`, `:recompute_set`, `:delta`, `:delta_stamp` — an id handed out by
 `create_delta` —, `:snapshot` — a checkpoint loaded into the state —,
-`:cycle` — in the file log of a state with no closure recompute, the
+`:cycle` — in a file log, the
 bounds of a propagation cycle and the write that started it, `encoding`
 `:begin` or `:end`; recovery cuts off a cycle that has no end), `page_id`,
 `aux` (size, child, recompute kind; for `:cycle`, the begin's seq), `delta_id`, `base_epoch`,

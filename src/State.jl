@@ -231,8 +231,7 @@ Start a state. With `config.tlog_path` naming an existing log, the state it
 records is recovered (replayed) before this returns. A torn last record is cut
 off, and so is a propagation cycle a crash left unfinished together with the
 write that started it (neither was acknowledged), so that no derived page
-lags its parents (in states with no closure recompute, whose cycles the log
-brackets); both are reported with a warning (see `state.recovery`).
+lags its parents; both are reported with a warning (see `state.recovery`).
 
 Throws `TLogCorruptError` (corruption before the tail), `MMSBIOError`,
 `ArgumentError`.

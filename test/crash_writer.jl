@@ -4,11 +4,13 @@
 #   julia --project=<repo> test/crash_writer.jl <log path>
 #
 # Opens (recovering) a file log with durability = :fsync. On the first run it
-# creates page 1 (8 bytes, a UInt64 counter) and page 2, a passthrough copy of
-# page 1. It prints "READY <page 1 value> <page 2 value>" after recovery, then
+# creates page 1 (8 bytes, a UInt64 counter), page 2, a passthrough copy of
+# page 1, and page 3, three times page 1 through a Julia closure (registered
+# again after every recovery: closures are not logged). It prints
+# "READY <page 1 value> <page 2 value> <page 3 value>" after recovery, then
 # writes page 1 = value + 1, value + 2, ... forever, printing "ACK <value>"
-# (flushed) after each update_page returned, i.e. after its records (and the
-# passthrough copy's) were on disk.
+# (flushed) after each update_page returned, i.e. after its records (and those
+# of its propagation cycle) were on disk.
 using MMSB
 
 const path = ARGS[1]
@@ -17,10 +19,20 @@ if get_page(st, 1) === nothing
     create_page(st; size = 8)
     create_page(st; size = 8)
     register_passthrough_recompute!(st, 2, 1)
+    create_page(st; size = 8)
 end
 value(id) = reinterpret(UInt64, read_page(st, id))[1]
+const v3 = value(3)
+# every 8th recompute is slow (20 ms of work), so that most kills land while
+# a cycle waits for its closure page
+register_recompute!(st, 3, [1]) do view, page
+    v = reinterpret(UInt64, read_page(view, 1))[1]
+    t = time_ns()
+    while v % 8 == 0 && time_ns() - t < 20_000_000 end
+    collect(reinterpret(UInt8, [3v]))
+end
 let v = value(1)
-    println("READY ", v, " ", value(2))
+    println("READY ", v, " ", value(2), " ", v3)
     flush(stdout)
     while true
         v += 1

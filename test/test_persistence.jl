@@ -722,12 +722,13 @@ end
             push!(problems, "child $k did not start: $(repr(line)) $(isfile(errf) ? read(errf, String) : "")")
             break
         end
-        v1, v2 = parse.(UInt64, split(line)[2:3])
+        v1, v2, v3 = parse.(UInt64, split(line)[2:4])
         # every acknowledged write survived, nothing that was never sent appeared,
-        # and the passthrough copy equals its parent (a write whose propagation
-        # a kill cut short is cut off with it)
+        # and the passthrough copy and the closure page follow their parent (a
+        # write whose propagation a kill cut short is cut off with it)
         maxack <= v1 <= hi || push!(problems, "child $k recovered $v1, last acknowledged $maxack, highest sent $hi")
         v2 == v1 || push!(problems, "child $k recovered copy $v2, page $v1, acknowledged $maxack")
+        v3 == 3v1 || push!(problems, "child $k recovered closure page $v3, page $v1 (want 3×), acknowledged $maxack")
         sleep(0.05 + 0.3 * rand(rng))
         kill(proc, 9)
         out = read(proc, String)
@@ -752,15 +753,17 @@ end
     v = val(1)
     @test maxack <= v <= hi
     @test val(2) == v
+    @test val(3) == 3v
     # the log is a prefix of what was sent: page 1 took the values 1, 2, ..., v
-    # in order, and its copy took each of them right after it
+    # in order, and its copy and the closure page followed each of them
     pg = Dict{UInt64,Vector{UInt8}}()
-    vals = Dict(UInt64(1) => UInt64[], UInt64(2) => UInt64[])
+    vals = Dict(UInt64(1) => UInt64[], UInt64(2) => UInt64[], UInt64(3) => UInt64[])
     for e in tlog_entries(st)
         log_apply!(pg, e)
         e.kind === :delta && push!(vals[e.page_id], reinterpret(UInt64, pg[e.page_id])[1])
     end
     @test vals[1] == collect(UInt64(1):v)
     @test vals[2] == vals[1]
+    @test vals[3] == 3 .* vals[1]
     mmsb_stop(st)
 end

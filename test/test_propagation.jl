@@ -241,6 +241,32 @@ end
     update_page(st, x, fill(0x03, 4))
     @test read_page(st, x) == fill(0x03, 4)
     @test read_page(st, c) == fill(0x02, 4)
+    # structural changes and checkpoints from inside a recompute are refused
+    # too (the cycle is paused; nothing may change under it), and log nothing
+    mktempdir() do dir
+        ck = joinpath(dir, "mid.ckpt")
+        attempts = [() -> create_page(st; size = 4), () -> add_dependency!(st, x, a),
+                    () -> remove_dependency!(st, a, x), () -> delete_page!(st, x),
+                    () -> register_passthrough_recompute!(st, x, a), () -> checkpoint_log!(st, ck)]
+        refused = Any[]
+        register_recompute!(st, c, [a]) do view, page
+            for f in attempts
+                push!(refused, try f() catch e e end)
+            end
+            read_page(view, a)
+        end
+        n = length(tlog_entries(st))
+        graph = dependencies(st)
+        update_page(st, a, fill(0x04, 4))
+        @test length(refused) == length(attempts)
+        @test all(e -> e isa ArgumentError && occursin("pending", e.msg), refused)
+        @test !isfile(ck)
+        @test dependencies(st) == graph
+        @test length(pages(st)) == 4
+        kinds = [e.kind for e in tlog_entries(st)[n+1:end]]
+        @test !any(in((:page_create, :page_delete, :edge_add, :edge_remove)), kinds)
+        @test read_page(st, c) == fill(0x04, 4)
+    end
     mmsb_stop(st)
 end
 

@@ -24,9 +24,7 @@ impl Inner {
             return Err(Error::new(ErrorKind::Invalid, format!("unknown batch flags {flags:#x}")));
         }
         let propagate = flags & WRITE_PROPAGATE != 0;
-        if propagate && self.prop.pending.is_some() {
-            return Err(self.busy("delta_route_batch"));
-        }
+        self.check_idle("delta_route_batch")?;
         for d in ds {
             self.validate_delta(d)?;
         }

@@ -171,6 +171,7 @@ impl Inner {
     }
 
     pub fn checkpoint_write(&mut self, path: &Path) -> Result<()> {
+        self.check_idle("checkpoint_write")?;
         let snap = self.snapshot()?;
         checkpoint::write(path, &snap)
     }
@@ -273,9 +274,7 @@ impl Inner {
     /// the log is cut there too. Starts from the last snapshot record at or
     /// before `upto` when there is one.
     pub fn replay(&mut self, upto: u64) -> Result<()> {
-        if self.prop.pending.is_some() {
-            return Err(self.busy("replay"));
-        }
+        self.check_idle("replay")?;
         let last = self.log.len();
         if upto > last {
             return Err(Error::new(ErrorKind::Invalid, format!("replay upto {upto}: the log holds records 1 to {last}")));

@@ -122,14 +122,15 @@ impl Inner {
     /// brackets each propagation cycle, together with the write that started
     /// it, so that recovery can cut off a cycle a crash left unfinished (its
     /// write was never acknowledged) instead of leaving children behind their
-    /// parents. Only cycles that run inside one call are bracketed: with no
-    /// closure recompute in the state, nothing can pause a cycle, so no
-    /// other operation's record can land inside a bracket (and be cut with
-    /// it). Writes log their begin record in `write_core`/`route_core`, right
-    /// before the delta, once they know it changes something.
+    /// parents. No other operation's record can land inside a bracket (and
+    /// be cut with it): a cycle without closure pages runs inside one call,
+    /// and while one pauses for a closure page every other change is refused
+    /// ([`Inner::check_idle`]). Writes log their begin record in
+    /// `write_core`/`route_core`, right before the delta, once they know it
+    /// changes something.
     #[inline]
     pub(crate) fn brackets(&self) -> bool {
-        self.closures == 0 && !self.log.is_memory()
+        !self.log.is_memory()
     }
 
     /// Logs a begin record if cycles are bracketed and none is open.
@@ -196,9 +197,7 @@ impl Inner {
     }
 
     pub fn prop_enqueue(&mut self, ids: &[u64], mode: u8) -> Result<()> {
-        if self.prop.pending.is_some() {
-            return Err(self.busy("prop_enqueue"));
-        }
+        self.check_idle("prop_enqueue")?;
         if mode != ENQUEUE_CHILDREN && mode != ENQUEUE_SELF {
             return Err(Error::new(ErrorKind::Invalid, format!("enqueue mode {mode} is neither 0 (children) nor 1 (self)")));
         }
@@ -216,6 +215,19 @@ impl Inner {
         Ok(())
     }
 
+    /// While a closure page is pending, only `prop_submit`, `prop_fail` and
+    /// reads may run: the cycle's bracket stays open across those calls, and
+    /// no other operation's record may land inside it (recovery would cut it
+    /// off with an unfinished cycle), nor may a change meet a half-propagated
+    /// state.
+    #[inline]
+    pub(crate) fn check_idle(&self, what: &str) -> Result<()> {
+        match self.prop.pending {
+            Some(_) => Err(self.busy(what)),
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn busy(&self, what: &str) -> Error {
         match self.prop.pending {
             Some(p) => Error::new(
@@ -228,9 +240,7 @@ impl Inner {
 
     /// Runs the cycle until it ends or a closure page must be computed.
     pub fn prop_run(&mut self) -> Result<PropStep> {
-        if self.prop.pending.is_some() {
-            return Err(self.busy("prop_run"));
-        }
+        self.check_idle("prop_run")?;
         if !self.prop.active {
             return Ok(PropStep::default());
         }

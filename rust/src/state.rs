@@ -508,6 +508,7 @@ impl Inner {
     }
 
     pub fn page_create(&mut self, size: u64, location: u8) -> Result<PageInfo> {
+        self.check_idle("page_create")?;
         let id = self.ids.page.peek();
         let page = self.make_page(id, size, location, false)?;
         let loc = page.location();
@@ -540,9 +541,7 @@ impl Inner {
 
     pub fn page_delete(&mut self, id: u64, force: bool) -> Result<()> {
         self.slot(id)?;
-        if self.prop.pending == Some(id) {
-            return Err(self.busy("page_delete"));
-        }
+        self.check_idle("page_delete")?;
         if !force && self.graph.has_dependents(id) {
             let kids: Vec<String> = self.graph.children(id).iter().map(|c| c.0.to_string()).collect();
             return Err(Error::new(
@@ -587,9 +586,7 @@ impl Inner {
     pub fn page_write(&mut self, id: u64, bytes: &[u8], flags: u32) -> Result<WriteOut> {
         Self::check_flags(flags, WRITE_PROPAGATE)?;
         let propagate = flags & WRITE_PROPAGATE != 0;
-        if propagate && self.prop.pending.is_some() {
-            return Err(self.busy("page_write"));
-        }
+        self.check_idle("page_write")?;
         self.writes = self.writes.wrapping_add(1);
         let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
         let bracket = propagate && self.brackets() && self.needs_cycle(id);
@@ -631,6 +628,7 @@ impl Inner {
     /// Hands out a delta id and a clock tick, logged first (REC_DELTA_STAMP)
     /// so that a log-only rebuild reaches the same next ids and clock.
     pub fn delta_stamp(&mut self, page_id: u64) -> Result<Stamp> {
+        self.check_idle("delta_stamp")?;
         let base_epoch = self.slot(page_id)?.page.epoch;
         let id = self.ids.delta.peek();
         let timestamp = self.ids.clock.now() + 1;
@@ -706,9 +704,7 @@ impl Inner {
     pub fn delta_route(&mut self, d: &DeltaIn, flags: u32) -> Result<WriteOut> {
         Self::check_flags(flags, WRITE_PROPAGATE)?;
         let propagate = flags & WRITE_PROPAGATE != 0;
-        if propagate && self.prop.pending.is_some() {
-            return Err(self.busy("delta_route"));
-        }
+        self.check_idle("delta_route")?;
         self.validate_delta(d)?;
         self.writes = self.writes.wrapping_add(1);
         let t0 = (self.writes % SAMPLE_EVERY == 0).then(Instant::now);
@@ -722,6 +718,7 @@ impl Inner {
     }
 
     pub fn edge_add(&mut self, parent: u64, child: u64, kind: u8) -> Result<()> {
+        self.check_idle("edge_add")?;
         self.slot(parent)?;
         self.slot(child)?;
         self.graph.check_edge(parent, child)?;
@@ -734,6 +731,7 @@ impl Inner {
     }
 
     pub fn edge_remove(&mut self, parent: u64, child: u64) -> Result<()> {
+        self.check_idle("edge_remove")?;
         self.slot(parent)?;
         let c = self.slot(child)?;
         if !self.graph.has_edge(parent, child) {
@@ -802,6 +800,7 @@ impl Inner {
     }
 
     pub fn recompute_set(&mut self, child: u64, kind: u8, parents: &[u64]) -> Result<()> {
+        self.check_idle("recompute_set")?;
         self.check_recompute(child, kind, parents)?;
         let mut payload = std::mem::take(&mut self.scratch.data);
         payload.clear();
@@ -1065,7 +1064,9 @@ impl State {
 
     /// Runs `f` with the state held exclusively; under `Fsync` durability,
     /// then waits (locks released) until the last record `f` appended is on
-    /// disk.
+    /// disk, unless `f` left a cycle paused for a closure page: its records
+    /// survive a crash only with the cycle's end record, so the call that
+    /// ends the cycle waits instead.
     pub fn call<T>(&self, f: impl FnOnce(&mut Inner) -> Result<T>) -> Result<T> {
         self.call_then_sync(true, f)
     }
@@ -1093,7 +1094,7 @@ impl State {
         g.wait_seq = 0;
         let r = f(g);
         let seq = g.wait_seq;
-        let h = if wait && seq > 0 { g.sync.clone() } else { None };
+        let h = if wait && seq > 0 && g.prop.begin_seq == 0 { g.sync.clone() } else { None };
         drop(x);
         if let Some(h) = h {
             h.wait_durable(seq)?;
