@@ -109,18 +109,31 @@ fn header(body: &[u8]) -> [u8; HEADER_LEN] {
     h
 }
 
-/// Writes `snap` to `path` atomically: `path.tmp`, fsync, rename, fsync the
-/// directory. On error `path` is untouched (the temp file is removed).
+/// Writes `snap` to `path` atomically: a temp file of its own beside it
+/// (`path.tmp.<pid>.<n>`, so concurrent writers to one path never share
+/// one), fsync, rename, fsync the directory. On error `path` is untouched
+/// (the temp file is removed). Only a regular file is ever replaced.
 pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
+    static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let p = path.display().to_string();
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            return Err(Error::new(ErrorKind::Invalid, format!("checkpoint path {p} exists and is not a regular file")));
+        }
+    }
     let body = encode_body(snap, &p)?;
     let h = header(&body);
 
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    let n = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
     let tmp = std::path::PathBuf::from(tmp);
     let res = (|| -> Result<()> {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io(&p, "create temp file", e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io(&p, "create temp file", e))?;
         f.write_all(&h).and_then(|_| f.write_all(&body)).map_err(|e| io(&p, "write", e))?;
         f.sync_all().map_err(|e| io(&p, "sync", e))?;
         drop(f);
@@ -312,7 +325,8 @@ mod tests {
         assert_eq!(read(&p).unwrap(), Snapshot::default());
         write(&p, &snap()).unwrap();
         assert_eq!(read(&p).unwrap(), snap());
-        assert!(!dir.path().join("c.ckpt.tmp").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["c.ckpt"], "no temp file left behind");
         let mut bad = snap();
         bad.pages[0].size = 6;
         assert_eq!(write(&p, &bad).unwrap_err().kind, ErrorKind::Invalid);
@@ -320,6 +334,22 @@ mod tests {
         let e = read(&dir.path().join("missing")).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Checkpoint);
         assert!(e.msg.contains("missing"));
+        // only a regular file is replaced (a directory, a device node: refused)
+        assert_eq!(write(dir.path(), &snap()).unwrap_err().kind, ErrorKind::Invalid);
+        // writers to one path at once each get a temp file of their own: every
+        // call succeeds and the file holds one whole snapshot (review finding:
+        // a shared `path.tmp` made one call fail and the other report the
+        // winner's bytes as its own)
+        let (a, mut b) = (snap(), snap());
+        b.next_page_id = 99;
+        std::thread::scope(|sc| {
+            for s in [&a, &b, &a, &b] {
+                let p = &p;
+                sc.spawn(move || (0..20).for_each(|_| write(p, s).unwrap()));
+            }
+        });
+        let got = read(&p).unwrap();
+        assert!(got == a || got == b);
     }
 
     #[test]

@@ -172,6 +172,12 @@ impl Inner {
 
     pub fn checkpoint_write(&mut self, path: &Path) -> Result<()> {
         self.check_idle("checkpoint_write")?;
+        if self.log.is_file_at(path) {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("checkpoint path {} is this state's own transaction log", path.display()),
+            ));
+        }
         let snap = self.snapshot()?;
         checkpoint::write(path, &snap)
     }

@@ -995,3 +995,30 @@ fn brackets_never_swallow_other_operations() {
     assert_eq!((kinds[n - 3].kind, kinds[n - 2].page_id, kinds[n - 1].kind), (REC_CYCLE, b, REC_CYCLE));
     assert_eq!(read_state(&state, b), read_state(&state, a));
 }
+
+/// One open state per log file (review finding: two states appending to one
+/// file lost acknowledged writes at the next open), and a checkpoint never
+/// replaces the state's own log.
+#[test]
+fn a_log_file_belongs_to_one_open_state() {
+    let dir = tempfile::tempdir().unwrap();
+    for dur in [Durability::Buffered, Durability::Fsync] {
+        let path = dir.path().join(format!("one-{dur:?}.tlog"));
+        let (state, _) = crate::persist::open(file_cfg(&path, dur, true)).unwrap();
+        let a = state.call(|s| Ok(page(s, 4))).unwrap();
+        state.call(|s| s.page_write(a, &[1; 4], 0)).unwrap();
+        for truncate in [false, true] {
+            let e = crate::persist::open(file_cfg(&path, dur, truncate)).err().expect("second open refused");
+            assert_eq!(e.kind, ErrorKind::Io, "{dur:?} truncate={truncate}: {}", e.msg);
+            assert!(e.msg.contains("in use"), "{}", e.msg);
+        }
+        let e = state.call(|s| s.checkpoint_write(&path)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Invalid, "{}", e.msg);
+        state.call(|s| s.page_write(a, &[2; 4], 0)).unwrap();
+        drop(state);
+        let (state, rep) = crate::persist::open(file_cfg(&path, dur, false)).unwrap();
+        assert_eq!(rep.bytes_truncated, 0);
+        assert_eq!(read_state(&state, a), vec![2; 4], "the log is whole and reopens once closed");
+    }
+}
+

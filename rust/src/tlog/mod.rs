@@ -390,6 +390,20 @@ impl TLog {
         matches!(self.backend, Backend::Memory(_))
     }
 
+    /// Whether `path` names this log's file (same device and inode).
+    pub fn is_file_at(&self, path: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let file = match &self.backend {
+            Backend::Memory(_) => return false,
+            Backend::Buffered(f) => &f.file,
+            Backend::Fsync(f) => &f.file,
+        };
+        match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        }
+    }
+
     pub fn sync_handle(&self) -> Option<Arc<SyncHandle>> {
         match &self.backend {
             Backend::Fsync(f) => Some(f.handle()),
