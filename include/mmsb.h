@@ -291,9 +291,10 @@ int32_t mmsb_signature(MmsbState *st, uint64_t id, uint64_t *parent_ids, uint64_
 int32_t mmsb_prop_enqueue(MmsbState *st, const uint64_t *ids, uint64_t n, uint8_t mode);
 /* Runs the cycle natively until it ends (status 0) or a closure page whose
    signature changed must be computed by the caller (status 1). While a page
-   is pending, every call that would change the state other than
-   mmsb_prop_submit and mmsb_prop_fail (writes, routes, batches, stamps, page,
-   edge and recompute changes, enqueue, run, checkpoint write, replay) returns
+   is pending (in a file log: until the mmsb_prop_run that ends the cycle),
+   every call that would change the state other than mmsb_prop_submit,
+   mmsb_prop_fail and mmsb_prop_run (writes, routes, batches, stamps, page,
+   edge and recompute changes, enqueue, checkpoint write, replay) returns
    MMSB_ERR_BUSY and changes nothing; shared writes answer MMSB_PROP_NEED_LOCK.
    In a file log the paused cycle and the write that started it survive a
    crash only once the cycle has ended; under MMSB_DURABILITY_FSYNC the call

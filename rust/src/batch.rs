@@ -50,9 +50,11 @@ impl Inner {
             self.log_begin()?;
         }
         let r = self.apply_and_propagate(ds, &order, &groups, parallel, propagate);
-        if !self.prop.active {
-            // nothing to propagate after all, or an error before the cycle:
-            // close the bracket (a running cycle closes it when it ends)
+        if self.prop.pending.is_none() {
+            // nothing to propagate after all (also with a cycle that
+            // prop_enqueue started and no prop_run has run yet), or an error
+            // before the cycle: close the bracket (a cycle that ran closed it
+            // already; one paused for a closure page closes it when it ends)
             let closed = self.log_end();
             if r.is_ok() {
                 closed?;

@@ -216,16 +216,22 @@ impl Inner {
     }
 
     /// While a closure page is pending, only `prop_submit`, `prop_fail` and
-    /// reads may run: the cycle's bracket stays open across those calls, and
-    /// no other operation's record may land inside it (recovery would cut it
-    /// off with an unfinished cycle), nor may a change meet a half-propagated
-    /// state.
+    /// reads may run, and in a file log also until the `prop_run` that ends
+    /// the cycle: its bracket stays open across those calls, and no other
+    /// operation's record may land inside it (recovery would cut it off with
+    /// an unfinished cycle), nor may a change meet a half-propagated state.
     #[inline]
     pub(crate) fn check_idle(&self, what: &str) -> Result<()> {
-        match self.prop.pending {
-            Some(_) => Err(self.busy(what)),
-            None => Ok(()),
+        if self.prop.pending.is_some() {
+            return Err(self.busy(what));
         }
+        if self.prop.begin_seq != 0 {
+            return Err(Error::new(
+                ErrorKind::Busy,
+                format!("{what}: a propagation cycle is in progress (finish it with prop_run first)"),
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn busy(&self, what: &str) -> Error {
@@ -240,7 +246,9 @@ impl Inner {
 
     /// Runs the cycle until it ends or a closure page must be computed.
     pub fn prop_run(&mut self) -> Result<PropStep> {
-        self.check_idle("prop_run")?;
+        if self.prop.pending.is_some() {
+            return Err(self.busy("prop_run"));
+        }
         if !self.prop.active {
             return Ok(PropStep::default());
         }

@@ -1022,3 +1022,69 @@ fn a_log_file_belongs_to_one_open_state() {
     }
 }
 
+/// Review findings on bracketed closure cycles: between `prop_submit` and the
+/// `prop_run` that ends the cycle no page is pending, but the bracket is
+/// still open, so other changes are refused until the cycle ends; and a
+/// propagating batch that changes nothing while a `prop_enqueue`d cycle
+/// waits for its `prop_run` leaves no bracket open. In both cases writes
+/// that follow are never cut at recovery and the log reopens.
+#[test]
+fn a_bracket_is_open_only_while_its_cycle_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("submit.tlog");
+    let (state, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
+    let (a, b, c, x) = state
+        .call(|s| {
+            let a = page(s, 8);
+            let b = page(s, 8);
+            s.recompute_set(b, RC_CLOSURE, &[a])?;
+            let c = page(s, 8);
+            s.recompute_set(c, RC_CLOSURE, &[b])?;
+            Ok((a, b, c, page(s, 8)))
+        })
+        .unwrap();
+    assert_eq!(state.call(|s| s.page_write(a, &[1; 8], WRITE_PROPAGATE)).unwrap().pending_page, b);
+    state.call(|s| s.prop_submit(b, &[2; 8]).map(|_| ())).unwrap();
+    for flags in [0, WRITE_PROPAGATE] {
+        let e = state.call(|s| s.page_write(x, &[7; 8], flags)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Busy, "between prop_submit and prop_run: {}", e.msg);
+    }
+    assert_eq!(state.call(|s| s.delta_stamp(x)).unwrap_err().kind, ErrorKind::Busy);
+    assert_eq!(state.call(|s| s.prop_run()).unwrap(), PropStep { status: 1, page_id: c });
+    state.call(|s| s.prop_submit(c, &[3; 8]).map(|_| ())).unwrap();
+    assert_eq!(state.call(|s| s.prop_run()).unwrap().status, 0);
+    state.call(|s| s.page_write(x, &[7; 8], 0)).unwrap();
+    drop(state);
+    let (state, rep) = crate::persist::open(file_cfg(&path, Durability::Fsync, false)).unwrap();
+    assert_eq!(rep.bytes_truncated, 0);
+    assert_eq!([read_state(&state, b), read_state(&state, c), read_state(&state, x)], [[2; 8], [3; 8], [7; 8]].map(Vec::from));
+    drop(state);
+
+    let path = dir.path().join("enqueue.tlog");
+    let (state, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
+    let (a, b, x) = state
+        .call(|s| {
+            let a = page(s, 8);
+            let b = page(s, 8);
+            s.recompute_set(b, RC_PASSTHROUGH, &[a])?;
+            let x = page(s, 8);
+            s.page_write(a, &[4; 8], 0)?;
+            s.prop_enqueue(&[a], ENQUEUE_CHILDREN)?;
+            let stamp = s.delta_stamp(a)?;
+            let d = DeltaIn { id: stamp.id, page_id: a, base_epoch: stamp.base_epoch, timestamp: stamp.timestamp, source: SOURCE_API, encoding: ENC_DENSE, mask: &[0xFF], payload: &[4; 8] };
+            assert_eq!(s.route_batch(std::slice::from_ref(&d), WRITE_PROPAGATE)?.applied, 0);
+            assert_eq!(s.prop.begin_seq, 0, "no bracket left open");
+            Ok((a, b, x))
+        })
+        .unwrap();
+    state.call(|s| s.page_write(x, &[7; 8], 0)).unwrap();
+    state.sync_to(state.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+    let (crashed, _) = crash_image(&path);
+    assert_eq!(read_state(&crashed, x), vec![7; 8], "an acknowledged write survives");
+    drop(crashed);
+    state.call(|s| s.page_write(a, &[5; 8], WRITE_PROPAGATE).map(|_| ())).unwrap();
+    drop(state);
+    let (state, rep) = crate::persist::open(file_cfg(&path, Durability::Fsync, false)).unwrap();
+    assert_eq!(rep.bytes_truncated, 0);
+    assert_eq!((read_state(&state, a), read_state(&state, b)), (vec![5; 8], vec![5; 8]));
+}
