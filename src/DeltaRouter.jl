@@ -36,6 +36,11 @@ changes. With `parallel = true` pages are applied on native worker threads;
 bytes, epochs, ids, log order and events are identical to the sequential
 result. Returns the number of deltas that changed bytes.
 """
+function batch_route_deltas!(st::MMSBState, deltas::AbstractVector; kw...)
+    all(d -> d isa Delta, deltas) ||
+        throw(ArgumentError("batch_route_deltas! needs a vector of Delta, got one with $(join(unique(typeof.(deltas)), ", "))"))
+    return batch_route_deltas!(st, Delta[d for d in deltas]; kw...)
+end
 function batch_route_deltas!(st::MMSBState, deltas::AbstractVector{Delta}; propagate::Bool = true,
                              parallel::Bool = st.config.parallel)
     isopen(st) || throw_closed()

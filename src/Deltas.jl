@@ -142,6 +142,8 @@ d = create_delta(state, p.id, [1:4], UInt8[1, 2, 3, 4])
 route_delta!(state, d)
 ```
 """
+create_delta(st::MMSBState, id, mask, payload; source = :api) =
+    throw(ArgumentError("create_delta needs a mask vector (Bools or ranges) and a payload vector of UInt8, got $(typeof(mask)) and $(typeof(payload))"))
 function create_delta(st::MMSBState, id, mask::AbstractVector, payload::AbstractVector{UInt8}; source::Symbol = :api)
     pid = page_id(id)
     source_code(source)

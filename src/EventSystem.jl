@@ -92,6 +92,9 @@ function unsubscribe!(sub::Subscription)
     return nothing
 end
 
+subscribe!(callback, st::MMSBState, type) =
+    throw(ArgumentError("event type must be an EventType ($(join(instances(EventType), ", "))), got $(repr(type))"))
+
 function update_event_recording!(st::MMSBState, h)
     on = !isempty(st.subscriptions) || st.batch !== nothing
     if on != st.events_on
@@ -138,15 +141,25 @@ end
 """
     with_event_batch(f, state)
 
-Run `f()` while collecting events, then deliver them in order (also when `f` throws).
+Run `f()` while collecting events, then deliver them in order (also when `f`
+throws: then `f`'s exception is rethrown, and callback errors are logged as a
+warning instead of replacing it).
 """
 function with_event_batch(f, st::MMSBState)
     batch = collect_events!(st)
-    try
-        return f()
-    finally
-        flush_events!(st, batch)
+    r = try
+        f()
+    catch
+        # deliver anyway, but `f`'s own exception is the one to throw
+        try
+            flush_events!(st, batch)
+        catch e
+            @warn "with_event_batch: event callbacks threw while delivering after an error in f" exception = e
+        end
+        rethrow()
     end
+    flush_events!(st, batch)
+    return r
 end
 
 # Move native event records into Julia events; into the open batch, or out.
@@ -178,8 +191,11 @@ function deliver!(st::MMSBState, events::Vector{Event})
     errors = Any[]
     outer = !st.delivering
     st.delivering = true
+    # the subscribers as of now: a callback that (un)subscribes does not
+    # disturb this delivery (an unsubscribed one is skipped: `active`)
+    subs = isempty(events) ? st.subscriptions : copy(st.subscriptions)
     try
-        for ev in events, sub in st.subscriptions
+        for ev in events, sub in subs
             sub = sub::Subscription
             (sub.active && sub.type == ev.type) || continue
             try
@@ -191,15 +207,22 @@ function deliver!(st::MMSBState, events::Vector{Event})
     finally
         outer && (st.delivering = false)
     end
-    if outer
-        # Writes queued by callbacks run now, each as its own cycle.
-        while !isempty(st.deferred) && isopen(st)
-            q = popfirst!(st.deferred)
-            try
-                run_queued(st, q)
-            catch e
-                push!(errors, (nothing, e))
+    if outer && !st.draining
+        # Writes queued by callbacks run now, each as its own cycle, in order;
+        # the deliveries they cause queue further writes here (a loop, not a
+        # recursion: a long chain of callback writes needs no stack).
+        st.draining = true
+        try
+            while !isempty(st.deferred) && isopen(st)
+                q = popfirst!(st.deferred)
+                try
+                    run_queued(st, q)
+                catch e
+                    push!(errors, (nothing, e))
+                end
             end
+        finally
+            st.draining = false
         end
     end
     isempty(errors) || throw(CallbackError(errors))

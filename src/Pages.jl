@@ -35,8 +35,10 @@ function location_code(location::Symbol)
     throw(ArgumentError("location must be :cpu or :gpu, got :$location"))
 end
 
-page_id(id::Integer) = id >= 1 ? UInt64(id) : throw(ArgumentError("page ids start at 1, got $id"))
+page_id(id::Integer) = 1 <= id <= typemax(UInt64) ? UInt64(id) :
+    throw(ArgumentError("page ids are integers from 1 to 2^64 - 1, got $id"))
 page_id(p::Page) = getfield(p, :id)
+page_id(x) = throw(ArgumentError("a page id is an integer or a Page, got $(repr(x))::$(typeof(x))"))
 
 """
     create_page(state; size, location = :cpu) -> Page
@@ -53,8 +55,10 @@ p = create_page(state; size = 4096)
 p.epoch == 0
 ```
 """
-function create_page(st::MMSBState; size::Integer, location::Symbol = :cpu)
-    size >= 1 || throw(ArgumentError("page size must be ≥ 1, got $size"))
+function create_page(st::MMSBState; size, location = :cpu)
+    size isa Integer && 1 <= size <= typemax(UInt64) ||
+        throw(ArgumentError("page size must be an integer from 1 to 2^64 - 1, got $(repr(size))"))
+    location isa Symbol || throw(ArgumentError("location must be :cpu or :gpu, got $(repr(location))"))
     loc = location_code(location)
     info = with_state(st) do h
         i = page_create(h, size, loc)

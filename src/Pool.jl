@@ -36,6 +36,7 @@ function return_to_pool!(st::MMSBState)
     if poolable(st.config)
         reset!(st)
         kept = lock(POOL_LOCK) do
+            any(s -> s === st, POOL) && return true     # returned twice: kept once
             length(POOL) < POOL_CAPACITY && (push!(POOL, st); true)
         end
         kept === true && return nothing

@@ -136,9 +136,20 @@ end
 # events, then throw the recompute error, if any. Called with st.lock held.
 @inline function finish_write!(st::MMSBState, status::Int32, pending::UInt64)
     err = status == 1 ? drive_cycle!(st, pending) : nothing
-    st.events_on && after_native_events!(st)
-    err === nothing || throw(err)
-    return nothing
+    err === nothing && (st.events_on && after_native_events!(st); return nothing)
+    deliver_then_throw(st, err)
+end
+
+# A recompute failed: deliver the cycle's events, then throw its
+# RecomputeError even if callbacks threw (their errors are logged instead:
+# the stale page is what the caller must hear about).
+@noinline function deliver_then_throw(st::MMSBState, err)
+    try
+        st.events_on && after_native_events!(st)
+    catch e
+        @warn "event callbacks threw while delivering the events of a failed propagation cycle" exception = e
+    end
+    throw(err)
 end
 
 @noinline function drive_cycle!(st::MMSBState, pending::UInt64)

@@ -74,6 +74,7 @@ mutable struct MMSBState
     batch::Any                            # the open EventBatch, or nothing
     events_on::Bool                       # native event recording enabled
     delivering::Bool                      # callbacks are running: writes are queued
+    draining::Bool                        # the outermost delivery is running the queued writes
     recompute_task::Any                   # the task running a recompute function (its writes are refused), or nothing
     deferred::Vector{Any}                 # writes queued by callbacks (Queued* values)
     event_buf::Vector{CEvent}             # drain buffer, sized on first use
@@ -82,7 +83,7 @@ mutable struct MMSBState
     closed::Bool                          # mmsb_stop closed the native state (the handle is freed by the GC)
     function MMSBState(handle::Ptr{Cvoid}, config::MMSBConfig, info::CRecoveryInfo)
         st = new(handle, config, ReentrantLock(), Dict{UInt64,Any}(), Any[], nothing,
-                 false, false, nothing, Any[], CEvent[],
+                 false, false, false, nothing, Any[], CEvent[],
                  (records = Int(info.records_recovered), bytes_truncated = Int(info.bytes_truncated)),
                  Threads.Atomic{Int}(0), false)
         finalizer(free_handle!, st)
@@ -299,11 +300,13 @@ subscriptions and buffers, the log (a file log is truncated to its header),
 and restart page and delta ids at 1. See `docs/state_lifecycle.md`.
 """
 function reset!(st::MMSBState)
+    check_not_recomputing(st, "reset!")
     lock(st.lock) do
         state_reset(handle(st))
         empty!(st.recomputes)
         empty!(st.subscriptions)
         empty!(st.deferred)
+        st.batch === nothing || empty!(st.batch.events)   # held events of the old state go too
         st.batch = nothing
         st.events_on = false
         st.delivering = false

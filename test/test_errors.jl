@@ -33,3 +33,18 @@
         mmsb_stop(st)
     end
 end
+
+@testset "errors: arguments of the wrong type are ArgumentError" begin
+    st = mmsb_start()
+    q = create_page(st; size = 4).id
+    for f in (() -> read_page(st, 1.0), () -> read_page(st, Int128(2)^64), () -> read_page(st, 0),
+              () -> create_page(st; size = big(2)^64), () -> create_page(st; size = 4.0),
+              () -> create_page(st; size = 4, location = "gpu"),
+              () -> create_delta(st, q, trues(4), zeros(Int, 4)), () -> batch_route_deltas!(st, Any[1]),
+              () -> subscribe!(identity, st, :PAGE_CHANGED), () -> register_recompute!((v, p) -> v, st, q, [1.5]))
+        @test_throws ArgumentError f()
+    end
+    @test canonical_snapshot(st) == canonical_snapshot(begin s2 = mmsb_start(); create_page(s2; size = 4); s2 end)
+    @test batch_route_deltas!(st, Any[create_delta(st, q, trues(4), fill(0x02, 4))]) == 1   # a Vector{Any} of deltas is fine
+    mmsb_stop(st)
+end

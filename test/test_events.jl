@@ -379,3 +379,65 @@ end
     @test [e.epoch for e in seen if e.page_id == b && e.type == DELTA_APPLIED] == [1, 2]
     mmsb_stop(st)
 end
+
+@testset "events: subscribing inside callbacks, long callback write chains, errors together" begin
+    # (un)subscribing inside a callback does not disturb the delivery in progress
+    st = mmsb_start()
+    p = create_page(st; size = 4).id
+    got = Symbol[]
+    sa = Ref{Any}(nothing)
+    sa[] = subscribe!(ev -> (push!(got, :A); unsubscribe!(sa[]); subscribe!(_ -> push!(got, :C), st, PAGE_CHANGED)),
+                      st, PAGE_CHANGED)
+    subscribe!(ev -> push!(got, :B), st, PAGE_CHANGED)
+    update_page(st, p, fill(0x01, 4))
+    @test got == [:A, :B]                       # C joins from the next delivery on
+    update_page(st, p, fill(0x02, 4))
+    @test got == [:A, :B, :B, :C]
+    mmsb_stop(st)
+
+    # a chain of 10,000 writes, each queued by the callback of the one before:
+    # run one after another by the outermost delivery, not recursively
+    st = mmsb_start()
+    p = create_page(st; size = 8).id
+    n = Ref(0)
+    subscribe!(st, PAGE_CHANGED) do ev
+        n[] += 1
+        n[] < 10_000 && update_page(st, p, collect(reinterpret(UInt8, [UInt64(n[])])))
+    end
+    update_page(st, p, fill(0xff, 8))
+    @test n[] == 10_000
+    @test reinterpret(UInt64, read_page(st, p))[1] == 9_999
+    mmsb_stop(st)
+
+    # a failed recompute is reported even when callbacks throw too
+    st = mmsb_start()
+    a = create_page(st; size = 4).id
+    b = create_page(st; size = 4).id
+    register_recompute!((v, q) -> error("recompute boom"), st, b, [a])
+    subscribe!(ev -> error("callback boom"), st, PAGE_CHANGED)
+    e = @test_logs (:warn, r"callbacks threw") (try update_page(st, a, fill(0x01, 4)) catch ex ex end)
+    @test e isa RecomputeError && e.page_id == b
+    mmsb_stop(st)
+    # with_event_batch: f's own exception wins over the callbacks'
+    st = mmsb_start()
+    c = create_page(st; size = 4).id
+    subscribe!(ev -> error("callback boom"), st, PAGE_CHANGED)
+    e = @test_logs (:warn, r"callbacks threw") (try
+        with_event_batch(() -> (update_page(st, c, fill(0x02, 4)); error("f failed")), st)
+    catch ex
+        ex
+    end)
+    @test e isa ErrorException && e.msg == "f failed"
+    mmsb_stop(st)
+
+    # reset! drops events an open batch still holds
+    st = mmsb_start()
+    bt = collect_events!(st)
+    update_page(st, create_page(st; size = 4).id, fill(0x01, 4))
+    reset!(st)
+    seen = Event[]
+    subscribe!(ev -> push!(seen, ev), st, PAGE_CHANGED)
+    flush_events!(st, bt)
+    @test isempty(seen)
+    mmsb_stop(st)
+end

@@ -119,3 +119,14 @@
         @test rss_kib() - before < 32 * 1024
     end
 end
+
+@testset "lifecycle: a state returned to the pool twice is kept once" begin
+    s = get_pooled_state!()
+    return_to_pool!(s)
+    return_to_pool!(s)
+    a = get_pooled_state!()
+    b = get_pooled_state!()
+    @test a !== b
+    mmsb_stop(a)
+    mmsb_stop(b)
+end
