@@ -80,6 +80,8 @@ function delete_page!(st::MMSBState, id; force::Bool = false)
     with_state(st) do h
         page_delete(h, pid, force)
         delete!(st.recomputes, pid)
+        # a forced delete also drops the recomputes that declared the page
+        filter!(kv -> !(pid in (kv.second::Recompute).parents), st.recomputes)
         after_native_events!(st)
     end
     return nothing

@@ -93,8 +93,8 @@ Base.:(==)(a::RecomputeSignature, b::RecomputeSignature) = a.parent_ids == b.par
 """
     compute_signature(state, id) -> RecomputeSignature
 
-The current signature of a page: its declared recompute parents (empty if it
-has no recompute) and their epochs.
+The current signature of a page: its declared recompute parents (for a page
+without a recompute, its graph parents) and their epochs.
 """
 function compute_signature(st::MMSBState, id)
     pid = page_id(id)

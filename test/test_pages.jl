@@ -107,6 +107,13 @@
         # ids are never reused
         c = create_page(st; size = 4)
         @test c.id > b.id
+        # a forced delete drops the closure recomputes that declared the page,
+        # natively and in Julia
+        d = create_page(st; size = 4)
+        register_recompute!((v, p) -> read_page(v, c.id), st, d.id, [c.id])
+        delete_page!(st, c.id; force = true)
+        @test !haskey(st.recomputes, d.id)
+        @test compute_signature(st, d.id).parent_ids == UInt64[]
     end
 
     @testset "stats" begin
