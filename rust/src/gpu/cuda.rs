@@ -702,3 +702,84 @@ pub(super) fn bench_phases(size: usize, reps: usize) -> Result<Vec<(String, f64,
     rows.push(("phase_idle_stream_sync".into(), s, String::new()));
     Ok(rows)
 }
+
+/// Timeline of the pipelined upload of a `size`-byte dense delta (the
+/// default copy threads and chunks, as `apply_dense` stages it): for each
+/// chunk, when the host queued its DMA (host clock) and when the DMA
+/// finished (an event after it, device clock), both in seconds since the
+/// start; then when the staging ended and when the final sync returned.
+/// Medians over `reps`. It shows whether the DMAs overlap the copy (chunk
+/// k's DMA done before chunk k+1 is queued) or run one after another.
+#[cfg(test)]
+pub(super) fn bench_upload_timeline(size: usize, reps: usize) -> Result<Vec<(String, f64, String)>> {
+    use std::time::Instant;
+    let g = gpu()?;
+    g.bind()?;
+    let e = |e| derr("bench alloc", e);
+    let pad = padded(size);
+    let pay_off = round_up(pad / 8, ALIGN);
+    let mask = vec![0x55u8; size.div_ceil(8)];
+    let payload = vec![0xa7u8; size];
+    let segs = [
+        Seg::Bytes(&mask),
+        Seg::Zero(pay_off - mask.len()),
+        Seg::Bytes(&payload),
+        Seg::Zero(pad - payload.len()),
+    ];
+    let up_len = segs_len(&segs);
+    let chunk = chunk_len(up_len);
+    let n_chunks = up_len.div_ceil(chunk);
+    // SAFETY: written (staged) before any read.
+    let mut host = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(up_len, 0) }.map_err(e)?;
+    let dev = g.stream.alloc_zeros::<u8>(up_len).map_err(e)?;
+    let dp = g.ptr(&dev);
+    let cu = g.stream.cu_stream();
+    let timed = || g.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT)).map_err(|e| derr("event", e));
+    let start = timed()?;
+    let done: Vec<_> = (0..n_chunks).map(|_| timed()).collect::<Result<_>>()?;
+    let h = host.as_mut_slice().map_err(|e| derr("pinned", e))?;
+    g.sync()?;
+    // per rep: queued[k], dma_done[k], staged, synced
+    let mut samples: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); 2 * n_chunks + 2];
+    for rep in 0..reps + 3 {
+        let mut queued = vec![0f64; n_chunks];
+        let t0 = Instant::now();
+        start.record(&g.stream).map_err(|e| derr("event record", e))?;
+        let mut k = 0usize;
+        stage(&g.copy, copy_threads(), &segs, &mut h[..up_len], chunk, UNIT, |lo, win| {
+            queued[k] = t0.elapsed().as_secs_f64();
+            // SAFETY: the chunk lies in the up_len-byte device buffer; `win`
+            // is pinned, written, and not written again before the sync below.
+            unsafe { result::memcpy_htod_async(dp + lo as u64, win, cu) }.map_err(|e| derr("h2d", e))?;
+            done[k].record(&g.stream).map_err(|e| derr("event record", e))?;
+            k += 1;
+            Ok(())
+        })?;
+        let staged = t0.elapsed().as_secs_f64();
+        g.sync()?;
+        let synced = t0.elapsed().as_secs_f64();
+        if rep < 3 {
+            continue; // warm-up
+        }
+        for (i, ev) in done.iter().enumerate() {
+            samples[i].push(queued[i]);
+            samples[n_chunks + i].push(start.elapsed_ms(ev).map_err(|e| derr("event time", e))? as f64 / 1e3);
+        }
+        samples[2 * n_chunks].push(staged);
+        samples[2 * n_chunks + 1].push(synced);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let tag = format!("{}MiB", size >> 20);
+    let note = format!("{n_chunks} chunks of {} KiB, {} copy threads", chunk >> 10, copy_threads());
+    let mut rows = Vec::new();
+    for i in 0..n_chunks {
+        rows.push((format!("timeline_{tag}_chunk{i}_queued"), median(&mut samples[i]), note.clone()));
+        rows.push((format!("timeline_{tag}_chunk{i}_dma_done"), median(&mut samples[n_chunks + i]), note.clone()));
+    }
+    rows.push((format!("timeline_{tag}_staging_done"), median(&mut samples[2 * n_chunks]), note.clone()));
+    rows.push((format!("timeline_{tag}_synced"), median(&mut samples[2 * n_chunks + 1]), note));
+    Ok(rows)
+}

@@ -534,6 +534,7 @@ fn gpu_bench() {
         }
         super::cuda::set_upload_tuning(false, 0);
         rows.extend(super::cuda::bench_phases(size, 50).expect("phase bench"));
+        rows.extend(super::cuda::bench_upload_timeline(size, 50).expect("upload timeline"));
     }
     let size = 64 * mib;
     let [dense, diff, sparse] = super::cuda::bench_kernels(size, 50).expect("kernel bench");
