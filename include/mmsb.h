@@ -86,7 +86,8 @@ extern "C" {
 #define MMSB_REC_DELTA         6  /* all header fields; payload = mask ++ data (see mask_len) */
 #define MMSB_REC_DELTA_STAMP   7  /* page_id, delta_id, base_epoch, timestamp: an id handed out
                                      by mmsb_delta_stamp (restores next ids and the clock) */
-#define MMSB_REC_SNAPSHOT      8  /* aux = the checkpoint's log_seq; payload = checkpoint body:
+#define MMSB_REC_SNAPSHOT      8  /* aux = the checkpoint's log_seq; encoding = its format version
+                                     (0 before version 2: 1); payload = checkpoint body:
                                      mmsb_checkpoint_load; replay replaces the whole state */
 #define MMSB_REC_CYCLE         9  /* file logs only:
                                      encoding = 1 begin / 2 end of a propagation cycle together
@@ -94,6 +95,11 @@ extern "C" {
                                      closure page ends in a later call: see mmsb_prop_run);
                                      aux = its own seq (begin) / its begin's seq (end).
                                      Opening a log cuts off a bracket that has no end. */
+#define MMSB_REC_PROP_STATE   10  /* page_id; encoding = 1 signature (a recompute ran and changed
+                                     nothing; payload = u64 parent epochs), 2 stale (a failed
+                                     cycle left the page stale), 3 fresh (a stale page without a
+                                     recompute was visited): so that a rebuilt state skips and
+                                     retries what the live one would */
 
 #define MMSB_WRITE_PROPAGATE 1u   /* flags: run propagation after applying            */
 #define MMSB_WRITE_PARALLEL  2u   /* flags (batch only): apply pages on worker threads */

@@ -76,7 +76,10 @@ One log record: `seq`, `kind` (`:page_create`, `:page_delete`, `:edge_add`,
 `create_delta` —, `:snapshot` — a checkpoint loaded into the state —,
 `:cycle` — in a file log, the
 bounds of a propagation cycle and the write that started it, `encoding`
-`:begin` or `:end`; recovery cuts off a cycle that has no end), `page_id`,
+`:begin` or `:end`; recovery cuts off a cycle that has no end), `:prop_state`
+— what a recompute's skip-or-run decision depends on that no delta records,
+`encoding` `:signature` (it ran and changed nothing; `data` = its parents'
+epochs), `:stale` (a failed cycle left the page stale) or `:fresh` —, `page_id`,
 `aux` (size, child, recompute kind; for `:cycle`, the begin's seq), `delta_id`, `base_epoch`,
 `timestamp`, `source`, `encoding` (`:dense`/`:sparse` for deltas), `mask`
 and `data` bytes.
@@ -95,7 +98,9 @@ struct TLogEntry
     data::Vector{UInt8}
 end
 
-const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp, :snapshot, :cycle)
+const RECORD_KINDS = (:page_create, :page_delete, :edge_add, :edge_remove, :recompute_set, :delta, :delta_stamp, :snapshot, :cycle,
+                      :prop_state)
+const PROP_STATES = (:signature, :stale, :fresh)
 Base.show(io::IO, e::TLogEntry) = print(io, "TLogEntry(#", e.seq, " ", e.kind, " page=", e.page_id,
                                         e.kind === :delta ? string(" delta=", e.delta_id, " base=", e.base_epoch, " ", e.encoding) : "", ")")
 
@@ -115,7 +120,8 @@ function log_entries(h::Handle)
         kind = 1 <= hdr.kind <= length(RECORD_KINDS) ? RECORD_KINDS[hdr.kind] : Symbol("kind", hdr.kind)
         ml = Int(hdr.mask_len)
         enc = kind === :delta ? (hdr.encoding == ENC_DENSE ? :dense : :sparse) :
-              kind === :cycle ? (hdr.encoding == 1 ? :begin : :end) : :none
+              kind === :cycle ? (hdr.encoding == 1 ? :begin : :end) :
+              kind === :prop_state && 1 <= hdr.encoding <= 3 ? PROP_STATES[hdr.encoding] : :none
         push!(out, TLogEntry(hdr.seq, kind, hdr.page_id, hdr.aux, hdr.delta_id, hdr.base_epoch, hdr.timestamp,
                              source_symbol(hdr.source), enc, payload[1:ml], payload[ml+1:end]))
     end

@@ -83,9 +83,12 @@ end
     @test page_epoch(st, c) == ec
     @test read_page(st, c) == fill(0x11, 4)
     @test page_epoch(st, a) == 2
-    # the log holds a's delta but nothing for b or c from that write
-    lastrec = tlog_entries(st)[end]
-    @test lastrec.kind === :delta && lastrec.page_id == a
+    # the log holds a's delta and b's stored signature (its parent's epoch:
+    # replay must skip what the live state skips), nothing for c
+    rec = tlog_entries(st)[end-1:end]
+    @test rec[1].kind === :delta && rec[1].page_id == a
+    @test (rec[2].kind, rec[2].page_id, rec[2].encoding) == (:prop_state, b, :signature)
+    @test log_u64(rec[2].data) == page_epoch(st, a)
     update_page(st, a, UInt8[4, 9, 9, 9])          # b: 1 -> 0, c follows
     @test calls[b] == 3 && calls[c] == 2
     @test read_page(st, c) == fill(0x10, 4)
@@ -406,8 +409,9 @@ end
         @test read_page(st, e) in (old[e], m2.e)
         @test a in changed                            # events of the cycle were delivered
         newlog = tlog_entries(st)[nlog+1:end]
-        @test all(en -> en.kind === :delta, newlog)
-        @test !any(en -> en.page_id in (c, d), newlog)
+        @test all(en -> en.kind === :delta || (en.kind === :prop_state && en.encoding === :stale), newlog)
+        @test !any(en -> en.kind === :delta && en.page_id in (c, d), newlog)
+        @test any(en -> en.kind === :prop_state && en.page_id == c, newlog)   # c is stale, and the log says so
         @test newlog[1].page_id == a && newlog[1].source === :api
 
         broken[] = false

@@ -36,10 +36,13 @@ pub struct Snapshot {
     pub edges: Vec<(u64, u64, u8)>,
     /// Stored recompute signatures: (page id, [(parent id, parent epoch)]).
     pub signatures: Vec<(u64, Vec<(u64, u64)>)>,
+    /// Pages a failed cycle left stale (retried by the next cycle); version 2.
+    pub stale: Vec<u64>,
 }
 
 const MAGIC: [u8; 8] = *b"MMSBCKPT";
-const VERSION: u32 = 1;
+/// Written: 2 (adds the stale pages); read: 1 and 2.
+const VERSION: u32 = 2;
 /// magic(8) version(4) flags(4) body_len(8) body_crc(4) header_crc(4)
 const HEADER_LEN: usize = 32;
 
@@ -88,6 +91,10 @@ pub fn encode_body(snap: &Snapshot, path: &str) -> Result<Vec<u8>> {
             put(&mut b, q);
             put(&mut b, e);
         }
+    }
+    put(&mut b, snap.stale.len() as u64);
+    for &id in &snap.stale {
+        put(&mut b, id);
     }
     Ok(b)
 }
@@ -196,20 +203,20 @@ fn bad(path: &str, why: impl std::fmt::Display) -> Error {
 /// Reads and validates a checkpoint. Any bad or missing byte gives
 /// `Err(Checkpoint)` naming the path and the problem; never panics.
 pub fn read(path: &Path) -> Result<Snapshot> {
-    read_with_body(path).map(|(s, _)| s)
+    read_with_body(path).map(|(s, _, _)| s)
 }
 
 /// Like [`read`], also returning the validated body bytes (what a
-/// `REC_SNAPSHOT` log record carries).
-pub fn read_with_body(path: &Path) -> Result<(Snapshot, Vec<u8>)> {
+/// `REC_SNAPSHOT` log record carries) and the format version.
+pub fn read_with_body(path: &Path) -> Result<(Snapshot, Vec<u8>, u32)> {
     let p = path.display().to_string();
     let mut all = std::fs::read(path).map_err(|e| bad(&p, format!("cannot read: {e}")))?;
-    let snap = decode(&all, &p)?;
+    let (snap, version) = decode(&all, &p)?;
     all.drain(..HEADER_LEN);
-    Ok((snap, all))
+    Ok((snap, all, version))
 }
 
-fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
+fn decode(all: &[u8], p: &str) -> Result<(Snapshot, u32)> {
     if all.len() < HEADER_LEN {
         return Err(bad(p, format!("file is {} bytes, shorter than the {HEADER_LEN}-byte header", all.len())));
     }
@@ -221,8 +228,8 @@ fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
     if crate::tlog::crc32c(&h[0..28]) != u32_at(28) {
         return Err(bad(p, "header CRC32C mismatch"));
     }
-    if u32_at(8) != VERSION {
-        return Err(bad(p, format!("unsupported format version {} (this build reads {VERSION})", u32_at(8))));
+    if !(1..=VERSION).contains(&u32_at(8)) {
+        return Err(bad(p, format!("unsupported format version {} (this build reads 1 to {VERSION})", u32_at(8))));
     }
     if u32_at(12) != 0 {
         return Err(bad(p, format!("unsupported flags {:#x}", u32_at(12))));
@@ -236,13 +243,13 @@ fn decode(all: &[u8], p: &str) -> Result<Snapshot> {
     if crate::tlog::crc32c(body) != u32_at(24) {
         return Err(bad(p, "body CRC32C mismatch"));
     }
-    decode_body(body, p)
+    decode_body(body, u32_at(8), p).map(|s| (s, u32_at(8)))
 }
 
 /// Parses a checkpoint body (no header, no CRC: the caller has checked the
 /// bytes' integrity) with the same bounds checks as [`read`]. `p` names the
 /// source in errors (`Checkpoint` kind); never panics.
-pub fn decode_body(body: &[u8], p: &str) -> Result<Snapshot> {
+pub fn decode_body(body: &[u8], version: u32, p: &str) -> Result<Snapshot> {
     let mut c = Cur { b: body, off: 0, path: p };
     let mut s = Snapshot {
         next_page_id: c.u64("next page id")?,
@@ -291,6 +298,12 @@ pub fn decode_body(body: &[u8], p: &str) -> Result<Snapshot> {
         }
         s.signatures.push((page, v));
     }
+    if version >= 2 {
+        let n = c.count(8, "stale page")?;
+        for _ in 0..n {
+            s.stale.push(c.u64("stale page")?);
+        }
+    }
     if c.off != body.len() {
         return Err(c.bad(format!("{} trailing bytes", body.len() - c.off)));
     }
@@ -314,6 +327,7 @@ mod tests {
             ],
             edges: vec![(1, 2, 0), (1, 3, 1), (2, 3, 0)],
             signatures: vec![(3, vec![(1, 3), (2, 0)])],
+            stale: vec![3],
         }
     }
 
@@ -360,7 +374,7 @@ mod tests {
         let bytes = std::fs::read(&p).unwrap();
         let name = p.display().to_string();
         let check = |b: &[u8]| match decode(b, &name) {
-            Ok(s) => assert_eq!(s, snap(), "wrong data accepted"),
+            Ok((s, _)) => assert_eq!(s, snap(), "wrong data accepted"),
             Err(e) => {
                 assert_eq!(e.kind, ErrorKind::Checkpoint);
                 assert!(e.msg.contains(&name));
@@ -386,18 +400,35 @@ mod tests {
         assert_eq!(read(&p).unwrap_err().kind, ErrorKind::Checkpoint);
     }
 
+    /// A version-1 file (before the stale list) still reads, as no stale pages.
+    #[test]
+    fn version_1_files_still_read() {
+        let mut old = snap();
+        old.stale.clear();
+        let mut body = encode_body(&old, "x").unwrap();
+        body.truncate(body.len() - 8); // version 1 ends after the signatures
+        let mut h = header(&body);
+        h[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let hc = crate::tlog::crc32c(&h[0..28]);
+        h[28..32].copy_from_slice(&hc.to_le_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("v1.ckpt");
+        std::fs::write(&p, [&h[..], &body[..]].concat()).unwrap();
+        assert_eq!(read_with_body(&p).unwrap(), (old, body, 1));
+    }
+
     #[test]
     fn body_round_trip_and_every_body_truncation_is_an_error() {
         let body = encode_body(&snap(), "x").unwrap();
-        assert_eq!(decode_body(&body, "x").unwrap(), snap());
+        assert_eq!(decode_body(&body, VERSION, "x").unwrap(), snap());
         for n in 0..body.len() {
-            let e = decode_body(&body[..n], "x").unwrap_err();
+            let e = decode_body(&body[..n], VERSION, "x").unwrap_err();
             assert_eq!(e.kind, ErrorKind::Checkpoint);
         }
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.ckpt");
         write(&p, &snap()).unwrap();
-        assert_eq!(read_with_body(&p).unwrap(), (snap(), body));
+        assert_eq!(read_with_body(&p).unwrap(), (snap(), body, VERSION));
     }
 
     #[test]

@@ -112,6 +112,36 @@ impl Inner {
                 s.page.epoch += 1;
                 self.ids.delta.observe(h.delta_id);
                 self.ids.clock.observe(h.timestamp);
+                if h.source == SOURCE_PROPAGATION {
+                    // a recompute ran: its signature is its parents' epochs now
+                    self.store_signature(h.page_id, false);
+                }
+            }
+            REC_PROP_STATE => {
+                let s = self.slot_mut(h.page_id).map_err(|e| corrupt(seq, e.msg))?;
+                match h.encoding {
+                    PROP_SIGNATURE => {
+                        // (a closure page comes back without its recompute: no signature)
+                        if s.rc.kind != RC_NONE {
+                            if rec.payload.len() != 8 * s.rc.parents.len() {
+                                return Err(corrupt(seq, format!("signature of page {} does not match its recompute", h.page_id)));
+                            }
+                            s.rc.sig = rec.payload.chunks_exact(8).map(|c| crate::diff::load64(c, 0)).collect();
+                            s.rc.sig_set = true;
+                        }
+                        s.rc.stale = false;
+                        self.prop.stale.remove(&h.page_id);
+                    }
+                    PROP_STALE => {
+                        s.rc.stale = true;
+                        self.prop.stale.insert(h.page_id);
+                    }
+                    PROP_FRESH => {
+                        s.rc.stale = false;
+                        self.prop.stale.remove(&h.page_id);
+                    }
+                    e => return Err(corrupt(seq, format!("propagation state record with encoding {e}"))),
+                }
             }
             REC_DELTA_STAMP => {
                 self.ids.delta.observe(h.delta_id);
@@ -127,7 +157,9 @@ impl Inner {
             REC_SNAPSHOT => {
                 // The whole state becomes the snapshot (closures dropped, as
                 // on the live load).
-                let snap = checkpoint::decode_body(&rec.payload, "snapshot record").map_err(|e| corrupt(seq, e.msg))?;
+                // encoding: the body's checkpoint format version (0 in logs written before version 2: 1)
+                let version = u32::from(h.encoding).max(1);
+                let snap = checkpoint::decode_body(&rec.payload, version, "snapshot record").map_err(|e| corrupt(seq, e.msg))?;
                 let mut fresh = self.scratch_inner();
                 fresh.restore(&snap, false).map_err(|e| corrupt(seq, e.msg))?;
                 self.take_core(fresh);
@@ -167,6 +199,7 @@ impl Inner {
             pages,
             edges,
             signatures,
+            stale: self.prop.stale.iter().copied().collect(),
         })
     }
 
@@ -222,6 +255,11 @@ impl Inner {
                 }
             }
         }
+        for &id in &snap.stale {
+            let s = self.slot_mut(id).map_err(|_| ckpt(format!("stale page {id} is missing")))?;
+            s.rc.stale = true;
+            self.prop.stale.insert(id);
+        }
         let max_id = snap.pages.iter().map(|p| p.id).max().unwrap_or(0);
         self.ids.page.set(snap.next_page_id.max(max_id + 1));
         self.ids.delta.set(snap.next_delta_id);
@@ -241,6 +279,7 @@ impl Inner {
         self.ids.delta.set(fresh.ids.delta.peek());
         self.ids.clock.set(fresh.ids.clock.now());
         self.prop.clear();
+        self.prop.stale = fresh.prop.stale; // (the slots carry their own marks)
     }
 
     fn scratch_inner(&self) -> Inner {
@@ -262,12 +301,13 @@ impl Inner {
                 format!("checkpoint {} can only be loaded into an empty state ({} pages present)", path.display(), self.n_pages),
             ));
         }
-        let (snap, body) = checkpoint::read_with_body(path)?;
+        let (snap, body, version) = checkpoint::read_with_body(path)?;
         let mut fresh = self.scratch_inner();
         fresh.restore(&snap, false).map_err(|e| {
             Error::new(ErrorKind::Checkpoint, format!("{}: {}", path.display(), e.msg))
         })?;
-        let header = RecordHeader { kind: REC_SNAPSHOT, aux: snap.log_seq, ..RecordHeader::default() };
+        // encoding: the body's format version
+        let header = RecordHeader { kind: REC_SNAPSHOT, aux: snap.log_seq, encoding: version as u8, ..RecordHeader::default() };
         let seq = self.append(header, &[], &body).map_err(|e| {
             Error::new(e.kind, format!("checkpoint {} cannot be logged: {}", path.display(), e.msg))
         })?;

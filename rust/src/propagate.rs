@@ -24,7 +24,11 @@ use std::time::Instant;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::page::PageData;
-use crate::state::{Inner, Slot, CYCLE_BEGIN, CYCLE_END, EV_DELTA_APPLIED, EV_INVALIDATED, EV_PAGE_CHANGED, SOURCE_PROPAGATION};
+use crate::state::{
+    Inner, Slot, CYCLE_BEGIN, CYCLE_END, EV_DELTA_APPLIED, EV_INVALIDATED, EV_PAGE_CHANGED, PROP_FRESH, PROP_SIGNATURE,
+    PROP_STALE, REC_PROP_STATE, SOURCE_PROPAGATION,
+};
+use crate::tlog::RecordHeader;
 
 pub const RC_NONE: u8 = 0;
 pub const RC_PASSTHROUGH: u8 = 1;
@@ -262,21 +266,49 @@ impl Inner {
             // A failed hop (log I/O): what was applied stays applied; the rest
             // is stale and retried by the next cycle.
             let _ = e;
-            self.mark_queued_stale(None);
-            let _ = self.cycle_end(); // the hop's error is the one to report
+            let _ = self.mark_queued_stale(None); // the hop's error is the one to report
+            let _ = self.cycle_end();
         }
         r
     }
 
-    fn mark_queued_stale(&mut self, extra: Option<u64>) {
+    /// Marks the queued pages (and `extra`) stale, each with a
+    /// `PROP_STALE` record; all are marked even if a record fails (the first
+    /// error is returned).
+    fn mark_queued_stale(&mut self, extra: Option<u64>) -> Result<()> {
         let mut ids: Vec<u64> = self.prop.heap.drain().map(|Reverse((_, id))| id).collect();
         ids.extend(extra);
+        let mut r = Ok(());
         for id in ids {
             if let Some(Some(s)) = self.slots.get_mut(id as usize) {
                 s.rc.stale = true;
-                self.prop.stale.insert(id);
+                if self.prop.stale.insert(id) {
+                    let logged = self.log_prop_state(id, PROP_STALE);
+                    if r.is_ok() {
+                        r = logged;
+                    }
+                }
             }
         }
+        r
+    }
+
+    /// Logs a `REC_PROP_STATE` record for page `id` (`PROP_SIGNATURE`: its
+    /// stored signature as the payload).
+    fn log_prop_state(&mut self, id: u64, what: u8) -> Result<()> {
+        let mut payload = std::mem::take(&mut self.scratch.data);
+        payload.clear();
+        if what == PROP_SIGNATURE {
+            if let Some(Some(s)) = self.slots.get(id as usize) {
+                for e in &s.rc.sig {
+                    payload.extend_from_slice(&e.to_le_bytes());
+                }
+            }
+        }
+        let header = RecordHeader { kind: REC_PROP_STATE, page_id: id, encoding: what, ..RecordHeader::default() };
+        let r = self.append(header, &[], &payload);
+        self.scratch.data = payload;
+        r.map(|_| ())
     }
 
     fn parent_epoch(&self, p: u64) -> u64 {
@@ -293,7 +325,7 @@ impl Inner {
             && s.rc.parents.iter().zip(&s.rc.sig).all(|(&p, &e)| self.parent_epoch(p) == e)
     }
 
-    fn store_signature(&mut self, id: u64, from_pending: bool) {
+    pub(crate) fn store_signature(&mut self, id: u64, from_pending: bool) {
         let Inner { slots, prop, .. } = self;
         if from_pending {
             if let Some(Some(s)) = slots.get_mut(id as usize) {
@@ -342,10 +374,12 @@ impl Inner {
             let (kind, epoch) = (s.rc.kind, s.page.epoch);
             self.event(EV_INVALIDATED, x, 0, epoch);
             if kind == RC_NONE {
-                if let Some(Some(s)) = self.slots.get_mut(x as usize) {
-                    s.rc.stale = false;
+                if self.prop.stale.remove(&x) {
+                    if let Some(Some(s)) = self.slots.get_mut(x as usize) {
+                        s.rc.stale = false;
+                    }
+                    self.log_prop_state(x, PROP_FRESH)?;
                 }
-                self.prop.stale.remove(&x);
                 continue;
             }
             let same = match self.slots.get(x as usize) {
@@ -378,7 +412,10 @@ impl Inner {
                     self.event(EV_PAGE_CHANGED, x, did, ep);
                     self.enqueue_children(x);
                 }
-                None => self.stats.recomputes_cutoff += 1,
+                None => {
+                    self.stats.recomputes_cutoff += 1;
+                    self.log_prop_state(x, PROP_SIGNATURE)?;
+                }
             }
         }
         self.cycle_end()?;
@@ -459,6 +496,7 @@ impl Inner {
             }
             None => {
                 self.stats.recomputes_cutoff += 1;
+                self.log_prop_state(page, PROP_SIGNATURE)?;
                 Ok(0)
             }
         }
@@ -472,7 +510,8 @@ impl Inner {
                 None => Error::new(ErrorKind::Busy, format!("prop_fail for page {page}: no page is pending")),
             });
         }
-        self.mark_queued_stale(Some(page));
-        self.cycle_end()
+        let marked = self.mark_queued_stale(Some(page));
+        self.cycle_end()?;
+        marked
     }
 }

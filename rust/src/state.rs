@@ -48,7 +48,7 @@ pub const REC_DELTA_STAMP: u8 = 7;
 /// A checkpoint loaded into the state (`checkpoint_load`): the payload is the
 /// checkpoint body; replaying it replaces the whole state by that snapshot.
 pub const REC_SNAPSHOT: u8 = 8;
-pub use crate::tlog::{CYCLE_BEGIN, CYCLE_END, REC_CYCLE};
+pub use crate::tlog::{CYCLE_BEGIN, CYCLE_END, PROP_FRESH, PROP_SIGNATURE, PROP_STALE, REC_CYCLE, REC_PROP_STATE};
 
 pub const WRITE_PROPAGATE: u32 = 1;
 pub const WRITE_PARALLEL: u32 = 2;

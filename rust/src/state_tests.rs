@@ -1088,3 +1088,74 @@ fn a_bracket_is_open_only_while_its_cycle_runs() {
     assert_eq!(rep.bytes_truncated, 0);
     assert_eq!((read_state(&state, a), read_state(&state, b)), (vec![5; 8], vec![5; 8]));
 }
+
+/// SPEC §8: a state rebuilt from its log or a checkpoint is the live state,
+/// also in what it will skip and retry (review findings: signatures of
+/// recomputes that changed nothing, and stale marks of a failed cycle, were
+/// lost, so the next call diverged). Each scenario is rebuilt by reopening
+/// a copy of the file log, by `replay` of that copy, by `replay_to_epoch`
+/// and by a checkpoint; then the same call runs on all of them.
+#[test]
+fn rebuilt_states_skip_and_retry_what_the_live_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    type Setup = fn(&mut Inner) -> (u64, [u8; 4]);
+    let scenarios: [(&str, Setup); 3] = [
+        ("signature of a recompute that changed bytes", |s| {
+            let (a, b, c) = (page(s, 4), page(s, 4), page(s, 4));
+            s.recompute_set(c, RC_PASSTHROUGH, &[a]).unwrap();
+            s.edge_add(b, c, 1).unwrap();
+            s.page_write(a, &[1; 4], WRITE_PROPAGATE).unwrap();
+            s.page_write(c, &[9; 4], WRITE_PROPAGATE).unwrap();
+            (b, [5; 4]) // c's signature is unchanged: skipped, stays 9
+        }),
+        ("signature of a recompute that changed nothing", |s| {
+            let (a, b, c) = (page(s, 4), page(s, 4), page(s, 4));
+            s.recompute_set(c, RC_PASSTHROUGH, &[a]).unwrap();
+            s.edge_add(b, c, 1).unwrap();
+            s.page_write(a, &[2; 4], WRITE_PROPAGATE).unwrap();
+            s.page_write(c, &[3; 4], WRITE_PROPAGATE).unwrap();
+            s.page_write(a, &[3; 4], WRITE_PROPAGATE).unwrap(); // c recomputed: no change
+            s.page_write(c, &[4; 4], WRITE_PROPAGATE).unwrap();
+            (b, [5; 4])
+        }),
+        ("stale pages of a failed cycle", |s| {
+            let (a, x, p, u, v) = (page(s, 4), page(s, 4), page(s, 4), page(s, 4), page(s, 4));
+            s.recompute_set(x, RC_CLOSURE, &[a]).unwrap();
+            s.recompute_set(p, RC_PASSTHROUGH, &[a]).unwrap();
+            s.recompute_set(v, RC_PASSTHROUGH, &[u]).unwrap();
+            assert_eq!(s.page_write(a, &[7; 4], WRITE_PROPAGATE).unwrap().pending_page, x);
+            s.prop_fail(x).unwrap(); // x and p (queued after it) are stale
+            s.page_delete(x, false).unwrap();
+            (u, [1; 4]) // the next cycle retries p: p = 7
+        }),
+    ];
+    for (k, (what, setup)) in scenarios.iter().enumerate() {
+        let path = dir.path().join(format!("live{k}.tlog"));
+        let (live, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
+        let (id, bytes) = live.call(|s| Ok(setup(s))).unwrap();
+        live.sync_to(live.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+        let copy = dir.path().join(format!("copy{k}.tlog"));
+        std::fs::copy(&path, &copy).unwrap();
+        let ck = dir.path().join(format!("c{k}.ckpt"));
+        live.call(|s| s.checkpoint_write(&ck)).unwrap();
+        let copy2 = copy.with_extension("2");
+        std::fs::copy(&path, &copy2).unwrap();
+        let mut rebuilt: Vec<(&str, Inner)> = Vec::new();
+        let (reopened, _) = crate::persist::open_inner(file_cfg(&copy, Durability::Buffered, false)).unwrap();
+        let (mut replayed, _) = crate::persist::open_inner(file_cfg(&copy2, Durability::Buffered, false)).unwrap();
+        let n = replayed.log.len();
+        replayed.replay(n).unwrap();
+        rebuilt.push(("reopened", reopened));
+        rebuilt.push(("replayed", replayed));
+        rebuilt.push(("replay_to_epoch", live.call(|s| s.replay_to_epoch(u64::MAX)).unwrap()));
+        let mut loaded = st();
+        loaded.checkpoint_load(&ck).unwrap();
+        rebuilt.push(("checkpoint", loaded));
+        live.call(|s| s.page_write(id, &bytes, WRITE_PROPAGATE).map(|_| ())).unwrap();
+        let want = live.call(|s| Ok((fingerprint(s), s.ids.clock.now()))).unwrap();
+        for (how, mut s) in rebuilt {
+            s.page_write(id, &bytes, WRITE_PROPAGATE).unwrap();
+            assert_eq!((fingerprint(&s), s.ids.clock.now()), want, "{what}: {how}");
+        }
+    }
+}

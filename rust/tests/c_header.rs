@@ -333,7 +333,7 @@ fn header_constants_are_the_rust_constants() {
     use mmsb::page::*;
     use mmsb::propagate::*;
     use mmsb::state::*;
-    use mmsb::tlog::REC_CYCLE;
+    use mmsb::tlog::{REC_CYCLE, REC_PROP_STATE};
     let code = |k: K| k.code() as i128;
     let rust: BTreeMap<String, i128> = [
         ("MMSB_ABI_VERSION", MMSB_ABI_VERSION as i128),
@@ -381,6 +381,7 @@ fn header_constants_are_the_rust_constants() {
         ("MMSB_REC_DELTA_STAMP", REC_DELTA_STAMP as i128),
         ("MMSB_REC_SNAPSHOT", REC_SNAPSHOT as i128),
         ("MMSB_REC_CYCLE", REC_CYCLE as i128),
+        ("MMSB_REC_PROP_STATE", REC_PROP_STATE as i128),
         ("MMSB_WRITE_PROPAGATE", WRITE_PROPAGATE as i128),
         ("MMSB_WRITE_PARALLEL", WRITE_PARALLEL as i128),
         ("MMSB_WRITE_DEFER_SYNC", WRITE_DEFER_SYNC as i128),

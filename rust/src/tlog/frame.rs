@@ -29,8 +29,8 @@ pub const FRAME_HDR: usize = 72;
 pub const MIN_LEN: u32 = (FRAME_HDR - 8) as u32;
 /// Largest payload a frame may carry (the `len` field is a u32).
 pub const MAX_PAYLOAD: u64 = (u32::MAX - MIN_LEN) as u64;
-/// Highest record kind (MMSB_REC_CYCLE).
-pub const MAX_KIND: u8 = super::REC_CYCLE;
+/// Highest record kind (MMSB_REC_PROP_STATE).
+pub const MAX_KIND: u8 = super::REC_PROP_STATE;
 
 /// Checks the kind and the payload size of a record with a `mask_len` +
 /// `data_len` byte payload; returns the payload length.

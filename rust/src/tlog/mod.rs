@@ -28,6 +28,18 @@ pub const REC_CYCLE: u8 = 9;
 pub const CYCLE_BEGIN: u8 = 1;
 pub const CYCLE_END: u8 = 2;
 
+/// Record kind of propagation bookkeeping that no delta implies
+/// (`MMSB_REC_PROP_STATE`), so that a state rebuilt from the log skips and
+/// retries exactly the recomputes the live one would: `encoding`
+/// [`PROP_SIGNATURE`] (a recompute ran and changed nothing: payload = the
+/// stored signature, u64 parent epochs), [`PROP_STALE`] (a failed cycle
+/// left the page stale) or [`PROP_FRESH`] (a stale page without a
+/// recompute was visited). A propagation delta implies its page's signature.
+pub const REC_PROP_STATE: u8 = 10;
+pub const PROP_SIGNATURE: u8 = 1;
+pub const PROP_STALE: u8 = 2;
+pub const PROP_FRESH: u8 = 3;
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -89,7 +89,7 @@ fn append_rejects_bad_kind_and_changes_nothing() {
             Durability::None => TLog::memory(),
             _ => TLog::open(&dir.path().join("l"), d, false).unwrap().0,
         };
-        for kind in [0u8, 10, 255] {
+        for kind in [0u8, 11, 255] {
             let e = log.append(&RecordRef { header: hdr(kind, 1), mask: &[], data: &[] }).unwrap_err();
             assert_eq!(e.kind, ErrorKind::Invalid);
         }
