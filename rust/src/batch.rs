@@ -45,8 +45,9 @@ impl Inner {
             let threads = self.worker_threads();
             threads > 1 && groups.iter().all(|g| self.slot(g.0).is_ok_and(|s| s.page.cpu().is_some()))
         };
-        // a file log brackets the batch and its cycle (Inner::log_begin)
-        if propagate && self.brackets() && groups.iter().any(|g| self.needs_cycle(g.0)) {
+        // a file log brackets the batch and its cycle (Inner::log_begin), and
+        // any batch of several deltas: recovery then gives all of it or none
+        if self.brackets() && (ds.len() > 1 || propagate && groups.iter().any(|g| self.needs_cycle(g.0))) {
             self.log_begin()?;
         }
         let r = self.apply_and_propagate(ds, &order, &groups, parallel, propagate);

@@ -810,6 +810,15 @@ fn recovery_cuts_off_an_unfinished_propagation_cycle() {
             let d = DeltaIn { id: stamp.id, page_id: ids[0], base_epoch: stamp.base_epoch, timestamp: stamp.timestamp, source: SOURCE_API, encoding: ENC_DENSE, mask: &[0xFF; 4], payload: &[6; 32] };
             s.route_batch(std::slice::from_ref(&d), WRITE_PROPAGATE)?;
             after_op.push((s.log.len(), full(s)));
+            // a batch of several deltas without propagation is one operation too
+            let s1 = s.delta_stamp(ids[3])?;
+            after_op.push((s.log.len(), full(s)));
+            let s2 = s.delta_stamp(ids[0])?;
+            let d1 = DeltaIn { id: s1.id, page_id: ids[3], base_epoch: s1.base_epoch, timestamp: s1.timestamp, source: SOURCE_API, encoding: ENC_DENSE, mask: &[0xFF; 4], payload: &[7; 32] };
+            let d2 = DeltaIn { id: s2.id, page_id: ids[0], base_epoch: s2.base_epoch, timestamp: s2.timestamp, source: SOURCE_API, encoding: ENC_DENSE, mask: &[0xFF; 4], payload: &[8; 32] };
+            after_op.push((s.log.len(), full(s)));
+            assert_eq!(s.route_batch(&[d1, d2], 0)?.applied, 2);
+            after_op.push((s.log.len(), full(s)));
             // a cycle that pauses for a closure page (c -> e) spans calls
             let e = page(s, 32);
             after_op.push((s.log.len(), full(s)));
@@ -836,7 +845,7 @@ fn recovery_cuts_off_an_unfinished_propagation_cycle() {
     let image = std::fs::read(&path).unwrap();
     let (log, recs, _) = TLog::open(&path, Durability::Buffered, false).unwrap();
     let n_cycles = recs.iter().filter(|r| r.header.kind == REC_CYCLE && r.header.encoding == CYCLE_BEGIN).count();
-    assert_eq!(n_cycles, 7, "5 writes, the explicit propagation and the batch");
+    assert_eq!(n_cycles, 8, "5 writes, the explicit propagation and the two batches");
     let ends: Vec<u64> = (1..=log.len()).map(|q| if q == log.len() { image.len() as u64 } else { file_offset(&recs, q + 1) }).collect();
     drop(log);
     let crash = dir.path().join("crash.tlog");
