@@ -393,3 +393,7 @@ impl Inner {
         Ok(fresh)
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod tests;

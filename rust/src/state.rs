@@ -1193,4 +1193,4 @@ impl Drop for State {
 
 #[cfg(test)]
 #[path = "state_tests.rs"]
-mod tests;
+pub(crate) mod tests;
