@@ -161,7 +161,7 @@ typedef struct {
     uint64_t page_id;
     uint64_t base_epoch;
     uint64_t timestamp;
-    uint8_t  source;          /* MMSB_SOURCE_*                                    */
+    uint8_t  source;          /* MMSB_SOURCE_* but PROPAGATION (recompute results) */
     uint8_t  encoding;        /* MMSB_ENC_*                                       */
     uint8_t  reserved[6];
     const uint8_t *mask;

@@ -64,7 +64,8 @@ end
 const SOURCES = (:api, :propagation, :batch, :replay)
 function source_code(s::Symbol)
     i = findfirst(==(s), SOURCES)
-    i === nothing && throw(ArgumentError("delta source must be one of $(SOURCES), got :$s"))
+    (i === nothing || s === :propagation) &&
+        throw(ArgumentError("delta source must be :api, :batch or :replay (:propagation is reserved for recompute results), got :$s"))
     return UInt8(i - 1)
 end
 source_symbol(c::Integer) = 0 <= c < length(SOURCES) ? SOURCES[c+1] : Symbol("source", c)
@@ -132,7 +133,8 @@ Build a delta for a page without applying it (see [`route_delta!`](@ref)).
 page size, or a vector of sorted, disjoint 1-based byte ranges with `payload`
 holding either just the masked bytes, in order, or the full page. The delta
 is stored dense or sparse, whichever is smaller. Its base epoch is the page's
-epoch now; it gets the next delta id.
+epoch now; it gets the next delta id. `source` is `:api`, `:batch` or
+`:replay` (`:propagation` marks recompute results only).
 
 Throws `PageNotFoundError`, `DimensionMismatch` (mask or payload size),
 `ArgumentError` (bad ranges or source).

@@ -41,6 +41,7 @@ end
               () -> create_page(st; size = big(2)^64), () -> create_page(st; size = 4.0),
               () -> create_page(st; size = 4, location = "gpu"),
               () -> create_delta(st, q, trues(4), zeros(Int, 4)), () -> batch_route_deltas!(st, Any[1]),
+              () -> create_delta(st, q, trues(4), zeros(UInt8, 4); source = :propagation),   # recomputes only
               () -> subscribe!(identity, st, :PAGE_CHANGED), () -> register_recompute!((v, p) -> v, st, q, [1.5]))
         @test_throws ArgumentError f()
     end

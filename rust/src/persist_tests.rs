@@ -623,3 +623,59 @@ fn rebuilt_states_skip_and_retry_what_the_live_one_does() {
         }
     }
 }
+
+/// A routed delta cannot claim to be a recompute's result (review finding:
+/// replay stores a signature for every `:propagation` delta, so a routed
+/// one made rebuilt states skip a recompute the live one ran).
+#[test]
+fn routed_deltas_cannot_pose_as_recompute_results() {
+    let mut s = st();
+    let a = page(&mut s, 4);
+    let stamp = s.delta_stamp(a).unwrap();
+    let d = DeltaIn { id: stamp.id, page_id: a, base_epoch: 0, timestamp: stamp.timestamp, source: SOURCE_PROPAGATION, encoding: ENC_DENSE, mask: &[0xF], payload: &[9; 4] };
+    let n = s.log.len();
+    assert_eq!(s.delta_route(&d, 0).unwrap_err().kind, ErrorKind::Invalid);
+    assert_eq!(s.route_batch(std::slice::from_ref(&d), 0).unwrap_err().kind, ErrorKind::Invalid);
+    assert_eq!((read(&s, a), s.log.len()), (vec![0; 4], n));
+}
+
+/// A page whose declared parent is force-deleted keeps its stale mark (flag
+/// and stale set agree), so every rebuild reports what the live state does
+/// (review finding: the flag was cleared while the page stayed in the set).
+#[test]
+fn a_stale_mark_survives_a_force_deleted_parent_and_every_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.tlog");
+    let (live, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
+    let c = live
+        .call(|s| {
+            let (q, y, c) = (page(s, 4), page(s, 4), page(s, 4));
+            s.recompute_set(y, RC_CLOSURE, &[q])?;
+            s.recompute_set(c, RC_PASSTHROUGH, &[q])?;
+            assert_eq!(s.page_write(q, &[1; 4], WRITE_PROPAGATE)?.pending_page, y);
+            s.prop_fail(y)?; // y and c stale
+            s.page_delete(q, true)?; // their recomputes go with q
+            let (a, x) = (page(s, 4), page(s, 4));
+            s.recompute_set(x, RC_CLOSURE, &[a])?;
+            s.edge_add(x, c, 1)?; // c comes after x in the next cycle
+            assert_eq!(s.page_write(a, &[2; 4], WRITE_PROPAGATE)?.pending_page, x);
+            s.prop_fail(x)?; // c still stale
+            s.page_delete(x, true)?;
+            Ok(c)
+        })
+        .unwrap();
+    let stale = |s: &Inner| (s.page_info(c).unwrap().stale, s.prop.stale.contains(&c));
+    assert_eq!(live.call(|s| Ok(stale(s))).unwrap(), (true, true));
+    live.sync_to(live.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+    let copy = dir.path().join("copy.tlog");
+    std::fs::copy(&path, &copy).unwrap();
+    let ck = dir.path().join("c.ckpt");
+    live.call(|s| s.checkpoint_write(&ck)).unwrap();
+    let mut loaded = st();
+    loaded.checkpoint_load(&ck).unwrap();
+    let reopened = crate::persist::open_inner(file_cfg(&copy, Durability::Buffered, false)).unwrap().0;
+    let to_epoch = live.call(|s| s.replay_to_epoch(u64::MAX)).unwrap();
+    for (how, s) in [("checkpoint", &loaded), ("reopened", &reopened), ("replay_to_epoch", &to_epoch)] {
+        assert_eq!(stale(s), (true, true), "{how}");
+    }
+}

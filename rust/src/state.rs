@@ -528,7 +528,8 @@ impl Inner {
             if let Some(Some(s)) = self.slots.get_mut(c as usize) {
                 if s.rc.parents.contains(&id) {
                     self.closures -= (s.rc.kind == RC_CLOSURE) as usize;
-                    s.rc = Recompute { queued: s.rc.queued, ..Recompute::default() };
+                    // (a stale mark stays: the page is still in the stale set)
+                    s.rc = Recompute { queued: s.rc.queued, stale: s.rc.stale, ..Recompute::default() };
                 }
             }
         }
@@ -650,6 +651,14 @@ impl Inner {
         }
         if d.source > SOURCE_REPLAY {
             return Err(Error::new(ErrorKind::Invalid, format!("delta {}: unknown source {}", d.id, d.source)));
+        }
+        if d.source == SOURCE_PROPAGATION {
+            // only a recompute's result is a propagation delta: replay takes
+            // one as a recompute that ran (it stores the page's signature)
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!("delta {}: source propagation is reserved for recompute results (use api or batch)", d.id),
+            ));
         }
         delta::validate(d.encoding, d.mask, d.payload, s.page.size as u64, d.page_id)?;
         if self.cfg.strict_epochs && d.base_epoch < s.page.epoch {
