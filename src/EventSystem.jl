@@ -92,6 +92,15 @@ function unsubscribe!(sub::Subscription)
     return nothing
 end
 
+# `reset!`, `mmsb_stop`: every subscription ends, also for a delivery in
+# progress (it skips inactive ones).
+function drop_subscriptions!(st::MMSBState)
+    for sub in st.subscriptions
+        (sub::Subscription).active = false
+    end
+    empty!(st.subscriptions)
+end
+
 subscribe!(callback, st::MMSBState, type) =
     throw(ArgumentError("event type must be an EventType ($(join(instances(EventType), ", "))), got $(repr(type))"))
 

@@ -285,7 +285,7 @@ function mmsb_stop(st::MMSBState; checkpoint_path = nothing)
         finally                      # closed even if flushing a file log failed
             st.closed = true
             empty!(st.recomputes)
-            empty!(st.subscriptions)
+            drop_subscriptions!(st)
             st.batch = nothing
         end
     end
@@ -304,7 +304,7 @@ function reset!(st::MMSBState)
     lock(st.lock) do
         state_reset(handle(st))
         empty!(st.recomputes)
-        empty!(st.subscriptions)
+        drop_subscriptions!(st)
         empty!(st.deferred)
         st.batch === nothing || empty!(st.batch.events)   # held events of the old state go too
         st.batch = nothing

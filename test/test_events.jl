@@ -441,3 +441,21 @@ end
     @test isempty(seen)
     mmsb_stop(st)
 end
+
+@testset "events: reset! or mmsb_stop in a callback ends every subscription at once" begin
+    for stop in (false, true)
+        st = mmsb_start()
+        a = create_page(st; size = 4).id
+        b = create_page(st; size = 4).id
+        register_passthrough_recompute!(st, b, a)
+        got = Any[]
+        subscribe!(st, PAGE_CHANGED) do ev
+            push!(got, (:first, Int(ev.page_id)))
+            ev.page_id == a && (stop ? mmsb_stop(st) : reset!(st))
+        end
+        subscribe!(ev -> push!(got, (:second, Int(ev.page_id))), st, PAGE_CHANGED)
+        update_page(st, a, fill(0x01, 4))
+        @test got == [(:first, Int(a))]
+        stop || mmsb_stop(st)
+    end
+end

@@ -46,11 +46,11 @@ impl Inner {
             threads > 1 && groups.iter().all(|g| self.slot(g.0).is_ok_and(|s| s.page.cpu().is_some()))
         };
         // a file log brackets the batch and its cycle (Inner::log_begin), and
-        // any batch of several deltas: recovery then gives all of it or none
-        if self.brackets() && (ds.len() > 1 || propagate && groups.iter().any(|g| self.needs_cycle(g.0))) {
-            self.log_begin()?;
-        }
-        let r = self.apply_and_propagate(ds, &order, &groups, parallel, propagate);
+        // any batch of several deltas, so that recovery gives all of it or
+        // none; the begin goes right before the first delta that changes
+        // something (a batch that changes nothing logs nothing)
+        let bracket = self.brackets() && (ds.len() > 1 || propagate && groups.iter().any(|g| self.needs_cycle(g.0)));
+        let r = self.apply_and_propagate(ds, &order, &groups, parallel, propagate, bracket);
         if self.prop.pending.is_none() {
             // nothing to propagate after all (also with a cycle that
             // prop_enqueue started and no prop_run has run yet), or an error
@@ -71,6 +71,7 @@ impl Inner {
         groups: &[(u64, usize, usize)],
         parallel: bool,
         propagate: bool,
+        bracket: bool,
     ) -> Result<BatchOut> {
         let mut out = BatchOut::default();
         let mut changed_pages: Vec<u64> = Vec::new();
@@ -96,7 +97,12 @@ impl Inner {
                             self.ids.clock.observe(ds[i].timestamp);
                             self.after_applied(&ds[i]);
                         }
-                        None => self.commit_applied(&ds[i])?,
+                        None => {
+                            if bracket {
+                                self.log_begin()?;
+                            }
+                            self.commit_applied(&ds[i])?
+                        }
                     }
                     out.applied += 1;
                     if changed_pages.last() != Some(&ds[i].page_id) {
@@ -107,7 +113,7 @@ impl Inner {
         } else {
             for &i in order {
                 let d = &ds[i];
-                if let Some(seq) = self.route_core(d, false)? {
+                if let Some(seq) = self.route_core(d, bracket && self.prop.begin_seq == 0)? {
                     self.wait_seq = seq;
                     self.after_applied(d);
                     out.applied += 1;

@@ -116,12 +116,15 @@ fn header(body: &[u8]) -> [u8; HEADER_LEN] {
     h
 }
 
+/// Numbers the temp files of `write` in this process.
+static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Writes `snap` to `path` atomically: a temp file of its own beside it
-/// (`path.tmp.<pid>.<n>`, so concurrent writers to one path never share
-/// one), fsync, rename, fsync the directory. On error `path` is untouched
-/// (the temp file is removed). Only a regular file is ever replaced.
+/// (`path.tmp.<pid>.<n>`, created new, so concurrent writers to one path
+/// never share one), fsync, rename, fsync the directory. On error `path` is
+/// untouched (the temp file this call created is removed). Only a regular
+/// file is ever replaced.
 pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
-    static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let p = path.display().to_string();
     if let Ok(m) = std::fs::metadata(path) {
         if !m.is_file() {
@@ -131,16 +134,20 @@ pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
     let body = encode_body(snap, &p)?;
     let h = header(&body);
 
-    let mut tmp = path.as_os_str().to_owned();
-    let n = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
+    // A name nobody else uses now: a file left by a crashed writer (same pid
+    // after a restart) is skipped, never removed.
+    let (tmp, mut f) = loop {
+        let n = TMP_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp.{}.{n}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(&p, "create temp file", e)),
+        }
+    };
     let res = (|| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| io(&p, "create temp file", e))?;
         f.write_all(&h).and_then(|_| f.write_all(&body)).map_err(|e| io(&p, "write", e))?;
         f.sync_all().map_err(|e| io(&p, "sync", e))?;
         drop(f);
@@ -364,6 +371,16 @@ mod tests {
         });
         let got = read(&p).unwrap();
         assert!(got == a || got == b);
+        // temp files left by a crashed writer with this pid are skipped, not
+        // removed (review finding: the write failed on one, then deleted it)
+        let next = TMP_SEQ.load(std::sync::atomic::Ordering::Relaxed);
+        let left: Vec<_> = (next..next + 3).map(|n| dir.path().join(format!("c.ckpt.tmp.{}.{n}", std::process::id()))).collect();
+        for f in &left {
+            std::fs::write(f, b"left over").unwrap();
+        }
+        write(&p, &b).unwrap();
+        assert_eq!(read(&p).unwrap(), b);
+        assert!(left.iter().all(|f| std::fs::read(f).unwrap() == b"left over"));
     }
 
     #[test]

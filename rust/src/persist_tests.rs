@@ -679,3 +679,25 @@ fn a_stale_mark_survives_a_force_deleted_parent_and_every_rebuild() {
         assert_eq!(stale(s), (true, true), "{how}");
     }
 }
+
+/// A batch that changes nothing logs nothing, bracket included (review
+/// finding: every batch of several deltas logged an empty begin/end pair).
+#[test]
+fn a_batch_that_changes_nothing_logs_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, _) = crate::persist::open(file_cfg(&dir.path().join("b.tlog"), Durability::Buffered, true)).unwrap();
+    state
+        .call(|s| {
+            let (a, b) = (page(s, 4), page(s, 4));
+            s.recompute_set(b, RC_PASSTHROUGH, &[a])?;
+            for flags in [0, WRITE_PROPAGATE, WRITE_PROPAGATE | WRITE_PARALLEL] {
+                let (s1, s2) = (s.delta_stamp(a)?, s.delta_stamp(b)?);
+                let d = |st: Stamp, p: u64| DeltaIn { id: st.id, page_id: p, base_epoch: st.base_epoch, timestamp: st.timestamp, source: SOURCE_API, encoding: ENC_DENSE, mask: &[0xF], payload: &[0; 4] };
+                let n = s.log.len();
+                assert_eq!(s.route_batch(&[d(s1, a), d(s2, b)], flags)?.applied, 0);
+                assert_eq!(s.log.len(), n, "flags {flags}");
+            }
+            Ok(())
+        })
+        .unwrap();
+}
