@@ -149,13 +149,16 @@ pub fn open_file(path: &Path, truncate: bool) -> Result<(File, Scan, u64)> {
     let existed = path.exists();
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| io_err(&p, "open", e))?;
     // One open state per log file (in any process): two would interleave
-    // their appends. The lock goes with the last handle to the file.
-    file.try_lock().map_err(|e| match e {
-        std::fs::TryLockError::WouldBlock => {
-            Error::new(ErrorKind::Io, format!("transaction log {p}: in use by another open state (stop it first)"))
+    // their appends. The lock goes with the last handle to the file. (A file
+    // system without locks is used unlocked.)
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::new(ErrorKind::Io, format!("transaction log {p}: in use by another open state (stop it first)")));
         }
-        std::fs::TryLockError::Error(e) => io_err(&p, "lock", e),
-    })?;
+        Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&p, "lock", e)),
+    }
     let len = file.metadata().map_err(|e| io_err(&p, "stat", e))?.len();
     if truncate || len == 0 {
         file.set_len(0).map_err(|e| io_err(&p, "truncate", e))?;
