@@ -1,6 +1,7 @@
 //! TLog and checkpoint throughput: append (memory, buffered), acknowledged
-//! fsync writes (1 and 8 threads, group commit), recovery speed, checkpoint
-//! write. Reports only; never fails on a number.
+//! fsync writes (1 and 8 threads, group commit; also whole state writes that
+//! propagate to a passthrough child, 4 records each), recovery speed,
+//! checkpoint write. Reports only; never fails on a number.
 
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mmsb::checkpoint::{self, SnapPage, Snapshot};
+use mmsb::propagate::RC_PASSTHROUGH;
+use mmsb::state::{Config, WRITE_PROPAGATE};
 use mmsb::tlog::{crc32c, Durability, RecordHeader, RecordRef, TLog};
 
 const MASK: usize = 128;
@@ -90,6 +93,42 @@ fn fsync_writes(path: &std::path::Path, threads: u64, iters: u64, data: &[u8]) -
     t.elapsed()
 }
 
+/// `threads` writers, each on its own 64-byte page, through a state with an
+/// fsync file log; with `propagate`, every page has a passthrough child, so a
+/// write logs 4 records (bracket begin, delta, the child's delta, end).
+fn fsync_state_writes(path: &std::path::Path, threads: u64, iters: u64, propagate: bool) -> Duration {
+    let cfg = Config { tlog_path: Some(path.to_path_buf()), durability: Durability::Fsync, truncate: true, ..Config::default() };
+    let (state, _) = mmsb::persist::open(cfg).unwrap();
+    let pages: Vec<u64> = state
+        .call(|s| {
+            Ok((0..threads)
+                .map(|_| {
+                    let p = s.page_create(64, 0).unwrap().id;
+                    if propagate {
+                        let c = s.page_create(64, 0).unwrap().id;
+                        s.recompute_set(c, RC_PASSTHROUGH, &[p]).unwrap();
+                    }
+                    p
+                })
+                .collect())
+        })
+        .unwrap();
+    let per = iters.div_ceil(threads);
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for &p in &pages {
+            let state = &state;
+            s.spawn(move || {
+                for i in 0..per {
+                    let bytes = [(i % 250) as u8 + 1; 64];
+                    state.call_write(WRITE_PROPAGATE, |s, f| s.page_write(p, &bytes, f)).unwrap();
+                }
+            });
+        }
+    });
+    t.elapsed()
+}
+
 fn bench_fsync(c: &mut Criterion) {
     let data = vec![7u8; 256];
     let dir = tempfile::tempdir().unwrap();
@@ -99,6 +138,11 @@ fn bench_fsync(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for threads in [1u64, 8] {
         g.bench_function(format!("{threads}_threads"), |b| b.iter_custom(|iters| fsync_writes(&path, threads, iters, &data)));
+    }
+    let spath = dir.path().join("state.log");
+    for propagate in [false, true] {
+        let name = if propagate { "state_8_threads_propagating" } else { "state_8_threads" };
+        g.bench_function(name, |b| b.iter_custom(|iters| fsync_state_writes(&spath, 8, iters, propagate)));
     }
     g.finish();
 }

@@ -6,10 +6,11 @@
 //! writes the batch with one positioned write, `fdatasync`s once and
 //! publishes the last synced seq; waiters (outside the state mutex) sleep on
 //! a condvar until their seq is covered. A sync wakes the threads whose
-//! records it covered; most of them append again at once, so the next batch
-//! waits (at most half a sync's time) until as many records as threads woken
-//! have arrived, instead of syncing whichever came first alone and making the
-//! others wait a whole extra sync. The channel is bounded (backpressure:
+//! records it covered; most of them append again at once, so when it woke
+//! several, the next batch waits (at most half a sync's time) until as many
+//! records as the last batch had have arrived (a call may log several: a
+//! propagating write logs its cycle's), instead of syncing whichever came
+//! first alone and making the others wait a whole extra sync. The channel is bounded (backpressure:
 //! memory stays bounded if the disk falls behind; an appender then blocks
 //! only while the writer is busy and needs no lock the appender holds).
 
@@ -236,8 +237,8 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
             if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = pool.try_send(b) {}
         }
     };
-    // records expected in the next batch (threads the last sync woke), and
-    // how long to wait for them after the first one arrives
+    // records expected in the next batch (as many as the last one had, if it
+    // woke several threads), and how long to wait for them after the first
     let mut expect = 1usize;
     let mut grace = Duration::ZERO;
     loop {
@@ -306,7 +307,12 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
                     st.durable = last;
                 }
                 st.max_durable = st.max_durable.max(last);
-                expect = st.waiting.iter().filter(|&&s| s <= last).count().max(1);
+                // Several writers woken: expect as many records as this batch
+                // had (a propagating write logs its cycle's records too, so
+                // one per writer would cut the next batch short). One: its
+                // call's records are all queued by the time it is read.
+                let woken = st.waiting.iter().filter(|&&s| s <= last).count();
+                expect = if woken > 1 { count.max(woken) } else { 1 };
                 drop(st);
                 h.cv.notify_all();
             }
