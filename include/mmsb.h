@@ -6,7 +6,9 @@
  *
  *  - Every function that can fail returns int32_t: MMSB_OK (0) or a negative
  *    MMSB_ERR_* code. On failure, nothing visible changed (no page bytes, no
- *    epoch, no log record, no event, no id consumed), and a message naming
+ *    epoch, no log record, no event, no id consumed) — except after an I/O
+ *    error on the log in the middle of a batch or a propagation cycle, which
+ *    keeps what it applied before the error — and a message naming
  *    the bad page / file / value can be read with mmsb_last_error_message()
  *    on the same thread, before the next MMSB call on that thread.
  *  - Handles are opaque; mmsb_state_free() is NULL-safe and the only way to
@@ -226,7 +228,7 @@ typedef struct {
 uint32_t mmsb_abi_version(void);
 /* Copies min(cap, len) bytes of this thread's last error message; returns len. */
 uint64_t mmsb_last_error_message(uint8_t *buf, uint64_t cap);
-int64_t  mmsb_live_states(void);          /* states created and not yet freed   */
+int64_t  mmsb_live_states(void);          /* states created and not yet closed  */
 int32_t  mmsb_gpu_available(void);        /* 1 if a CUDA device can be used; never panics */
 
 /* ---- state -------------------------------------------------------------------- */
@@ -262,8 +264,11 @@ int32_t mmsb_page_read(MmsbState *st, uint64_t id, uint8_t *dst, uint64_t len);
    run at once: the write of a CPU page to a memory log holds one shard of
    the state's lock and the page's own lock (its record waits in the shard's
    lane until the next other call moves it into the log, in delta-id order).
-   A write that would need its caller — events being recorded, a propagation
-   cycle in progress, or (with PROPAGATE) dependents or stale pages — changes
+   Other shared writes (a file log, a GPU page, or with PROPAGATE dependents
+   or stale pages in a state with no closure recompute) run with the whole
+   state held, like a write without SHARED. A write that would need its
+   caller — events being recorded, a hold, a propagation cycle in progress,
+   or (with PROPAGATE) a cycle that may reach a closure page — changes
    nothing and sets prop_status = MMSB_PROP_NEED_LOCK. */
 int32_t mmsb_page_write(MmsbState *st, uint64_t id, const uint8_t *bytes, uint64_t len,
                         uint32_t flags, MmsbWriteResult *out);
@@ -301,7 +306,9 @@ int32_t mmsb_prop_enqueue(MmsbState *st, const uint64_t *ids, uint64_t n, uint8_
    every call that would change the state other than mmsb_prop_submit,
    mmsb_prop_fail and mmsb_prop_run (writes, routes, batches, stamps, page,
    edge and recompute changes, enqueue, checkpoint write, replay) returns
-   MMSB_ERR_BUSY and changes nothing; shared writes answer MMSB_PROP_NEED_LOCK.
+   MMSB_ERR_BUSY and changes nothing; shared writes answer MMSB_PROP_NEED_LOCK;
+   mmsb_checkpoint_load needs an empty state (MMSB_ERR_INVALID);
+   mmsb_state_reset discards the cycle with everything else.
    In a file log the paused cycle and the write that started it survive a
    crash only once the cycle has ended; under MMSB_DURABILITY_FSYNC the call
    that ends it returns after its records are on disk (calls that leave it

@@ -121,9 +121,10 @@ static TMP_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 
 /// Writes `snap` to `path` atomically: a temp file of its own beside it
 /// (`path.tmp.<pid>.<n>`, created new, so concurrent writers to one path
-/// never share one), fsync, rename, fsync the directory. On error `path` is
-/// untouched (the temp file this call created is removed). Only a regular
-/// file is ever replaced.
+/// never share one), fsync, rename, fsync the directory. On an error before
+/// the rename `path` is untouched (the temp file this call created is
+/// removed); if only the directory sync fails, the new file is in place but
+/// its rename may not survive a crash. Only a regular file is ever replaced.
 pub fn write(path: &Path, snap: &Snapshot) -> Result<()> {
     let p = path.display().to_string();
     if let Ok(m) = std::fs::metadata(path) {

@@ -70,7 +70,7 @@ pub(crate) const SAMPLE_EVERY: u64 = 64;
 
 static LIVE_STATES: AtomicI64 = AtomicI64::new(0);
 
-/// States created and not yet freed.
+/// States created and not yet closed.
 pub fn live_states() -> i64 {
     LIVE_STATES.load(Ordering::Relaxed)
 }

@@ -309,8 +309,8 @@ fn writer(file: File, path: String, rx: Receiver<Msg>, pool: Sender<Vec<u8>>, h:
                 st.max_durable = st.max_durable.max(last);
                 // Several writers woken: expect as many records as this batch
                 // had (a propagating write logs its cycle's records too, so
-                // one per writer would cut the next batch short). One: its
-                // call's records are all queued by the time it is read.
+                // one per writer would cut the next batch short). One: take
+                // what is queued (a single writer is never held back).
                 let woken = st.waiting.iter().filter(|&&s| s <= last).count();
                 expect = if woken > 1 { count.max(woken) } else { 1 };
                 drop(st);
