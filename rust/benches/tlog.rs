@@ -1,6 +1,7 @@
 //! TLog and checkpoint throughput: append (memory, buffered), acknowledged
 //! fsync writes (1 and 8 threads, group commit; also whole state writes that
-//! propagate to a passthrough child, 4 records each), recovery speed,
+//! propagate to a passthrough child, 4 records each, and one writer whose
+//! cycles pause for a closure page), recovery speed,
 //! checkpoint write. Reports only; never fails on a number.
 
 use std::hint::black_box;
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use mmsb::checkpoint::{self, SnapPage, Snapshot};
-use mmsb::propagate::RC_PASSTHROUGH;
-use mmsb::state::{Config, WRITE_PROPAGATE};
+use mmsb::propagate::{RC_CLOSURE, RC_PASSTHROUGH};
+use mmsb::state::{Config, WRITE_DEFER_SYNC, WRITE_PROPAGATE};
 use mmsb::tlog::{crc32c, Durability, RecordHeader, RecordRef, TLog};
 
 const MASK: usize = 128;
@@ -129,6 +130,32 @@ fn fsync_state_writes(path: &std::path::Path, threads: u64, iters: u64, propagat
     t.elapsed()
 }
 
+/// One writer whose page has a closure child, driven as Julia drives it: the
+/// write pauses the cycle, ~20 µs of "recompute", submit, run, then a wait
+/// for the cycle's last record (5 records per write).
+fn fsync_closure_writes(path: &std::path::Path, iters: u64) -> Duration {
+    let cfg = Config { tlog_path: Some(path.to_path_buf()), durability: Durability::Fsync, truncate: true, ..Config::default() };
+    let (state, _) = mmsb::persist::open(cfg).unwrap();
+    let (p, c) = state
+        .call(|s| {
+            let (p, c) = (s.page_create(64, 0)?.id, s.page_create(64, 0)?.id);
+            s.recompute_set(c, RC_CLOSURE, &[p])?;
+            Ok((p, c))
+        })
+        .unwrap();
+    let t = Instant::now();
+    for i in 0..iters {
+        let bytes = [(i % 250) as u8 + 1; 64];
+        state.call_write(WRITE_PROPAGATE | WRITE_DEFER_SYNC, |s, f| s.page_write(p, &bytes, f)).unwrap();
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_micros(20) {}
+        state.call(|s| s.prop_submit(c, &bytes)).unwrap();
+        state.call(|s| s.prop_run()).unwrap();
+        state.sync_to(state.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+    }
+    t.elapsed()
+}
+
 fn bench_fsync(c: &mut Criterion) {
     let data = vec![7u8; 256];
     let dir = tempfile::tempdir().unwrap();
@@ -140,6 +167,7 @@ fn bench_fsync(c: &mut Criterion) {
         g.bench_function(format!("{threads}_threads"), |b| b.iter_custom(|iters| fsync_writes(&path, threads, iters, &data)));
     }
     let spath = dir.path().join("state.log");
+    g.bench_function("state_1_thread_closure_cycle", |b| b.iter_custom(|iters| fsync_closure_writes(&spath, iters)));
     for propagate in [false, true] {
         let name = if propagate { "state_8_threads_propagating" } else { "state_8_threads" };
         g.bench_function(name, |b| b.iter_custom(|iters| fsync_state_writes(&spath, 8, iters, propagate)));

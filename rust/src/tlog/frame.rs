@@ -7,7 +7,7 @@
 //!   0     4  len        bytes after the crc field (= 64 + payload length)
 //!   4     4  crc        CRC32C over bytes [8, 8 + len)
 //!   8     8  seq        1-based, dense
-//!  16     1  kind       MMSB_REC_* (1..=9)
+//!  16     1  kind       MMSB_REC_* (1..=10)
 //!  17     1  source     MMSB_SOURCE_*
 //!  18     1  encoding   MMSB_ENC_* / location / edge kind
 //!  19     5  reserved   zero
