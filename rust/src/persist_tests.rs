@@ -553,6 +553,31 @@ fn a_bracket_is_open_only_while_its_cycle_runs() {
     assert_eq!((read_state(&state, a), read_state(&state, b)), (vec![5; 8], vec![5; 8]));
 }
 
+/// The live file-log state at `path`, rebuilt four ways: a copy of its log
+/// reopened, another copy reopened and replayed to its end, `replay_to_epoch`,
+/// and a checkpoint written and loaded (files named after `tag` in `dir`).
+fn rebuilds(dir: &std::path::Path, tag: &str, path: &std::path::Path, live: &State) -> Vec<(&'static str, Inner)> {
+    live.sync_to(live.call(|s| Ok(s.log.len())).unwrap()).unwrap();
+    let ck = dir.join(format!("{tag}.ckpt"));
+    live.call(|s| s.checkpoint_write(&ck)).unwrap(); // (flushes the log)
+    let copies = [dir.join(format!("{tag}.copy1")), dir.join(format!("{tag}.copy2"))];
+    for c in &copies {
+        std::fs::copy(path, c).unwrap();
+    }
+    let (reopened, _) = crate::persist::open_inner(file_cfg(&copies[0], Durability::Buffered, false)).unwrap();
+    let (mut replayed, _) = crate::persist::open_inner(file_cfg(&copies[1], Durability::Buffered, false)).unwrap();
+    let n = replayed.log.len();
+    replayed.replay(n).unwrap();
+    let mut loaded = st();
+    loaded.checkpoint_load(&ck).unwrap();
+    vec![
+        ("reopened", reopened),
+        ("replayed", replayed),
+        ("replay_to_epoch", live.call(|s| s.replay_to_epoch(u64::MAX)).unwrap()),
+        ("checkpoint", loaded),
+    ]
+}
+
 /// SPEC §8: a state rebuilt from its log or a checkpoint is the live state,
 /// also in what it will skip and retry (review findings: signatures of
 /// recomputes that changed nothing, and stale marks of a failed cycle, were
@@ -597,24 +622,7 @@ fn rebuilt_states_skip_and_retry_what_the_live_one_does() {
         let path = dir.path().join(format!("live{k}.tlog"));
         let (live, _) = crate::persist::open(file_cfg(&path, Durability::Fsync, true)).unwrap();
         let (id, bytes) = live.call(|s| Ok(setup(s))).unwrap();
-        live.sync_to(live.call(|s| Ok(s.log.len())).unwrap()).unwrap();
-        let copy = dir.path().join(format!("copy{k}.tlog"));
-        std::fs::copy(&path, &copy).unwrap();
-        let ck = dir.path().join(format!("c{k}.ckpt"));
-        live.call(|s| s.checkpoint_write(&ck)).unwrap();
-        let copy2 = copy.with_extension("2");
-        std::fs::copy(&path, &copy2).unwrap();
-        let mut rebuilt: Vec<(&str, Inner)> = Vec::new();
-        let (reopened, _) = crate::persist::open_inner(file_cfg(&copy, Durability::Buffered, false)).unwrap();
-        let (mut replayed, _) = crate::persist::open_inner(file_cfg(&copy2, Durability::Buffered, false)).unwrap();
-        let n = replayed.log.len();
-        replayed.replay(n).unwrap();
-        rebuilt.push(("reopened", reopened));
-        rebuilt.push(("replayed", replayed));
-        rebuilt.push(("replay_to_epoch", live.call(|s| s.replay_to_epoch(u64::MAX)).unwrap()));
-        let mut loaded = st();
-        loaded.checkpoint_load(&ck).unwrap();
-        rebuilt.push(("checkpoint", loaded));
+        let rebuilt = rebuilds(dir.path(), &format!("{k}"), &path, &live);
         live.call(|s| s.page_write(id, &bytes, WRITE_PROPAGATE).map(|_| ())).unwrap();
         let want = live.call(|s| Ok((fingerprint(s), s.ids.clock.now()))).unwrap();
         for (how, mut s) in rebuilt {
@@ -666,17 +674,8 @@ fn a_stale_mark_survives_a_force_deleted_parent_and_every_rebuild() {
         .unwrap();
     let stale = |s: &Inner| (s.page_info(c).unwrap().stale, s.prop.stale.contains(&c));
     assert_eq!(live.call(|s| Ok(stale(s))).unwrap(), (true, true));
-    live.sync_to(live.call(|s| Ok(s.log.len())).unwrap()).unwrap();
-    let copy = dir.path().join("copy.tlog");
-    std::fs::copy(&path, &copy).unwrap();
-    let ck = dir.path().join("c.ckpt");
-    live.call(|s| s.checkpoint_write(&ck)).unwrap();
-    let mut loaded = st();
-    loaded.checkpoint_load(&ck).unwrap();
-    let reopened = crate::persist::open_inner(file_cfg(&copy, Durability::Buffered, false)).unwrap().0;
-    let to_epoch = live.call(|s| s.replay_to_epoch(u64::MAX)).unwrap();
-    for (how, s) in [("checkpoint", &loaded), ("reopened", &reopened), ("replay_to_epoch", &to_epoch)] {
-        assert_eq!(stale(s), (true, true), "{how}");
+    for (how, s) in rebuilds(dir.path(), "stale", &path, &live) {
+        assert_eq!(stale(&s), (true, true), "{how}");
     }
 }
 

@@ -206,6 +206,14 @@ impl Gpu {
     }
 }
 
+/// Upload region of a dense delta on a page padded to `pad` bytes: the mask
+/// words, a zero gap up to the payload's aligned offset (returned), the
+/// payload, zero padding to `pad`.
+fn dense_upload<'a>(mask: &'a [u8], payload: &'a [u8], pad: usize) -> (usize, [Seg<'a>; 4]) {
+    let pay_off = round_up(pad / 8, ALIGN); // mask words: nwords * 4 bytes
+    (pay_off, [Seg::Bytes(mask), Seg::Zero(pay_off - mask.len()), Seg::Bytes(payload), Seg::Zero(pad - payload.len())])
+}
+
 /// Pipelined upload of `segs` into device memory at `dev`, staged through
 /// `host` (pinned, at least `segs_len(segs)` bytes, `Ready` parts already in
 /// place). Each chunk is written, then its DMA queued; the caller holds the
@@ -390,15 +398,7 @@ impl Page {
             return Ok(0);
         }
         let pad = padded(self.size);
-        let mask_len = pad / 8; // nwords * 4
-        let pay_off = round_up(mask_len, ALIGN);
-        // Upload region: mask words, zero gap, payload, zero padding.
-        let segs = [
-            Seg::Bytes(mask),
-            Seg::Zero(pay_off - mask.len()),
-            Seg::Bytes(payload),
-            Seg::Zero(pad - payload.len()),
-        ];
+        let (pay_off, segs) = dense_upload(mask, payload, pad);
         let up_len = segs_len(&segs); // pay_off + pad
         let mut guard = g.scratch.lock().map_err(|_| derr("scratch lock", "poisoned"))?;
         let s = &mut *guard;
@@ -580,15 +580,9 @@ pub(super) fn bench_phases(size: usize, reps: usize) -> Result<Vec<(String, f64,
     let e = |e| derr("bench alloc", e);
     let pad = padded(size);
     let mask_len = pad / 8;
-    let pay_off = round_up(mask_len, ALIGN);
     let mask = vec![0x55u8; size.div_ceil(8)];
     let payload = vec![0xa7u8; size];
-    let segs = [
-        Seg::Bytes(&mask),
-        Seg::Zero(pay_off - mask.len()),
-        Seg::Bytes(&payload),
-        Seg::Zero(pad - payload.len()),
-    ];
+    let (pay_off, segs) = dense_upload(&mask, &payload, pad);
     let up_len = segs_len(&segs);
     // SAFETY: written (fill_window) before any read.
     let mut cached = unsafe { g.ctx.alloc_pinned_with_flags::<u8>(up_len, 0) }.map_err(e)?;
@@ -717,15 +711,9 @@ pub(super) fn bench_upload_timeline(size: usize, reps: usize) -> Result<Vec<(Str
     g.bind()?;
     let e = |e| derr("bench alloc", e);
     let pad = padded(size);
-    let pay_off = round_up(pad / 8, ALIGN);
     let mask = vec![0x55u8; size.div_ceil(8)];
     let payload = vec![0xa7u8; size];
-    let segs = [
-        Seg::Bytes(&mask),
-        Seg::Zero(pay_off - mask.len()),
-        Seg::Bytes(&payload),
-        Seg::Zero(pad - payload.len()),
-    ];
+    let (_, segs) = dense_upload(&mask, &payload, pad);
     let up_len = segs_len(&segs);
     let chunk = chunk_len(up_len);
     let n_chunks = up_len.div_ceil(chunk);
