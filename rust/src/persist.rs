@@ -129,16 +129,13 @@ impl Inner {
                             s.rc.sig = rec.payload.chunks_exact(8).map(|c| crate::diff::load64(c, 0)).collect();
                             s.rc.sig_set = true;
                         }
-                        s.rc.stale = false;
-                        self.prop.stale.remove(&h.page_id);
+                        self.set_stale(h.page_id, false);
                     }
                     PROP_STALE => {
-                        s.rc.stale = true;
-                        self.prop.stale.insert(h.page_id);
+                        self.set_stale(h.page_id, true);
                     }
                     PROP_FRESH => {
-                        s.rc.stale = false;
-                        self.prop.stale.remove(&h.page_id);
+                        self.set_stale(h.page_id, false);
                     }
                     e => return Err(corrupt(seq, format!("propagation state record with encoding {e}"))),
                 }
@@ -256,9 +253,8 @@ impl Inner {
             }
         }
         for &id in &snap.stale {
-            let s = self.slot_mut(id).map_err(|_| ckpt(format!("stale page {id} is missing")))?;
-            s.rc.stale = true;
-            self.prop.stale.insert(id);
+            self.slot(id).map_err(|_| ckpt(format!("stale page {id} is missing")))?;
+            self.set_stale(id, true);
         }
         let max_id = snap.pages.iter().map(|p| p.id).max().unwrap_or(0);
         self.ids.page.set(snap.next_page_id.max(max_id + 1));

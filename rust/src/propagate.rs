@@ -280,17 +280,26 @@ impl Inner {
         ids.extend(extra);
         let mut r = Ok(());
         for id in ids {
-            if let Some(Some(s)) = self.slots.get_mut(id as usize) {
-                s.rc.stale = true;
-                if self.prop.stale.insert(id) {
-                    let logged = self.log_prop_state(id, PROP_STALE);
-                    if r.is_ok() {
-                        r = logged;
-                    }
+            if self.set_stale(id, true) {
+                let logged = self.log_prop_state(id, PROP_STALE);
+                if r.is_ok() {
+                    r = logged;
                 }
             }
         }
         r
+    }
+
+    /// Marks page `id` stale or not: its slot's flag and the stale set, kept
+    /// in step. True if the set changed; a missing page changes nothing.
+    pub(crate) fn set_stale(&mut self, id: u64, stale: bool) -> bool {
+        let Some(Some(s)) = self.slots.get_mut(id as usize) else { return false };
+        s.rc.stale = stale;
+        if stale {
+            self.prop.stale.insert(id)
+        } else {
+            self.prop.stale.remove(&id)
+        }
     }
 
     /// Logs a `REC_PROP_STATE` record for page `id` (`PROP_SIGNATURE`: its
@@ -374,10 +383,7 @@ impl Inner {
             let (kind, epoch) = (s.rc.kind, s.page.epoch);
             self.event(EV_INVALIDATED, x, 0, epoch);
             if kind == RC_NONE {
-                if self.prop.stale.remove(&x) {
-                    if let Some(Some(s)) = self.slots.get_mut(x as usize) {
-                        s.rc.stale = false;
-                    }
+                if self.set_stale(x, false) {
                     self.log_prop_state(x, PROP_FRESH)?;
                 }
                 continue;
